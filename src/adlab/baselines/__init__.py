@@ -1,0 +1,1 @@
+"""Non-deep baselines fitted on the same split and preprocessing as the neural model."""

@@ -1,0 +1,81 @@
+"""Command-line plumbing shared by adlab's Hydra entry points.
+
+User mistakes become one line on stderr and exit status 2, whether they surface while Hydra composes
+the config (unknown key, bad override) or while the job runs (bad data, bad checkpoint).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from adlab.errors import AdlabError
+
+EXIT_USER_ERROR = 2
+
+
+def fail(message: str) -> None:
+    """Print a user error on one line and exit with status 2."""
+    print(f"adlab: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_USER_ERROR)
+
+
+def report_user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a job function so an `AdlabError` ends the process with one line and status 2."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except AdlabError as error:
+            fail(str(error))
+
+    wrapped.__name__ = function.__name__
+    wrapped.__doc__ = function.__doc__
+    return wrapped
+
+
+def _first_values(overrides: list[str]) -> list[str]:
+    """Turn sweep overrides (`seed=1,2,3`) into single values so that one config can be composed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    single = []
+    for override in parser.parse_overrides(overrides):
+        if override.is_sweep_override():
+            first = next(iter(override.sweep_iterator()), None)
+            if first is None:
+                continue
+            single.append(f"{override.get_key_element()}={first}")
+        else:
+            single.append(override.input_line)
+    return single
+
+
+def check_overrides(config_name: str, argv: list[str]) -> None:
+    """Compose the config with the command line's overrides and fail with one line if Hydra refuses.
+
+    Hydra itself would print a multi-line message and exit with status 1; users get one line and 2.
+    Flags (`-m`, `--cfg`, `--help`, ...) and `hydra.*` overrides are left to Hydra.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from adlab.utils.configs import config_dir, register_resolvers
+
+    if any(arg in ("-h", "--help", "--hydra-help", "--info", "-i") for arg in argv):
+        return
+    overrides = [
+        a for a in argv if not a.startswith("-") and not a.startswith(("hydra.", "hydra/", "+hydra"))
+    ]
+    register_resolvers()
+    try:
+        overrides = _first_values(overrides)
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            compose(config_name=config_name, overrides=overrides)
+    except Exception as error:  # Hydra raises several types for a bad command line
+        message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        fail(f"bad config or override ({' '.join(argv) or 'no overrides'}): {message}")
+    finally:
+        GlobalHydra.instance().clear()

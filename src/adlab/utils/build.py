@@ -1,0 +1,116 @@
+"""Build the pieces of a job (data, model, callbacks, loggers, trainer) from a composed config."""
+
+from __future__ import annotations
+
+import netrc
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from adlab.callbacks.seeding import EpochSeed
+from adlab.errors import AdlabError
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """Instantiate `cfg.data` and run its setup, so that data errors surface before anything is written."""
+    datamodule = instantiate(cfg.data, seed=cfg.seed, _convert_="partial")
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_model(cfg: DictConfig, meta: dict[str, Any]) -> L.LightningModule:
+    """Instantiate `cfg.model` with the data module's `meta`."""
+    try:
+        return instantiate(cfg.model, meta=meta, _convert_="partial")
+    except TypeError as error:
+        raise AdlabError(f"model config does not fit {cfg.model.get('_target_')}: {error}") from None
+
+
+class ConfigInCheckpoint(L.Callback):
+    """Store the resolved job config in every checkpoint, so `adlab-eval` can rebuild data and model."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["adlab_config"] = self.config
+
+
+def build_callbacks(cfg: DictConfig, resolved: dict[str, Any]) -> list[L.Callback]:
+    """The configured callbacks plus the two every job needs: per-epoch seeding and the config store."""
+    callbacks = [
+        instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c
+    ]
+    return [*callbacks, EpochSeed(cfg.seed), ConfigInCheckpoint(resolved)]
+
+
+def _wandb_has_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def build_loggers(cfg: DictConfig, job_type: str) -> list[Logger]:
+    """CSV always; whatever `cfg.logger` adds. W&B runs offline unless a key is configured."""
+    output_dir = cfg.paths.output_dir
+    loggers: list[Logger] = [CSVLogger(output_dir, name="csv", version="")]
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        if logger_cfg is None or "_target_" not in logger_cfg:
+            continue
+        if "wandb" in logger_cfg._target_.lower():
+            with open_dict(logger_cfg):
+                if logger_cfg.get("offline") is None:
+                    logger_cfg.offline = os.environ.get("WANDB_MODE") == "offline" or not _wandb_has_key()
+                logger_cfg.job_type = job_type
+        loggers.append(instantiate(logger_cfg, _convert_="all"))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
+    return instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=cfg.paths.output_dir
+    )
+
+
+def checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            return callback
+    return None
+
+
+def git_commit() -> str | None:
+    """The commit of the adlab checkout in use, when it is a git checkout."""
+    try:
+        here = Path(__file__).resolve().parent
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        return result.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config with every interpolation resolved, as plain containers (what gets logged)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+def finish_wandb() -> None:
+    """End the W&B run of this process, if one is open (called in a `finally` by every job)."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.finish()
