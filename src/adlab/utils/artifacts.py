@@ -50,5 +50,7 @@ def save_table(trainer: L.Trainer, rows: list[dict[str, Any]], name: str) -> Pat
         writer.writeheader()
         writer.writerows(rows)
     for logger in _wandb_loggers(trainer):
-        logger.log_table(key=f"tables/{name}", columns=columns, data=[[row[c] for c in columns] for row in rows])
+        logger.log_table(
+            key=f"tables/{name}", columns=columns, data=[[row[c] for c in columns] for row in rows]
+        )
     return path

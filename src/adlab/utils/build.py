@@ -41,6 +41,10 @@ class ConfigInCheckpoint(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["adlab_config"] = self.config
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "meta"):
+            # fitted preprocessing (vocabularies, scaling, tokenizers ...) and meta, for eval/export/generate
+            checkpoint["adlab_data"] = datamodule.state_dict()
 
 
 def build_callbacks(cfg: DictConfig, resolved: dict[str, Any]) -> list[L.Callback]:
