@@ -75,7 +75,11 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             compose(config_name=config_name, overrides=overrides)
     except Exception as error:  # Hydra raises several types for a bad command line
-        message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        cause = error.__cause__
+        if cause is not None and str(cause).strip():
+            lines.append(str(cause).strip().splitlines()[0])
+        message = "; ".join(lines)
         fail(f"bad config or override ({' '.join(argv) or 'no overrides'}): {message}")
     finally:
         GlobalHydra.instance().clear()

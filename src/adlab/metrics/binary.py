@@ -23,21 +23,23 @@ class PropensityMetrics(nn.Module):
     """AUROC, average precision, log loss, Brier score, ECE, top-k hits and capture.
 
     `update(probabilities (n,) float, targets (n,) 0/1)`; `compute()` returns name -> scalar tensor.
-    Built on torchmetrics, so values are synchronised across processes under DDP.
+    Built on torchmetrics, so values are synchronised across processes under DDP (`sync=False` for
+    predictions that one process holds in full, such as a baseline's).
     """
 
-    def __init__(self, top_fraction: float = 0.2):
+    def __init__(self, top_fraction: float = 0.2, sync: bool = True):
         super().__init__()
         percent = round(100 * top_fraction)
+        options = {"sync_on_compute": sync}
         self.metrics = nn.ModuleDict(
             {
-                "auroc": BinaryAUROC(),
-                "average_precision": BinaryAveragePrecision(),
-                "log_loss": LogLoss(),
-                "brier": MeanSquaredError(),
-                "ece": BinaryCalibrationError(n_bins=10),
-                f"top{percent}_hits": TopFractionHits(top_fraction),
-                f"top{percent}_capture": TopFractionCapture(top_fraction),
+                "auroc": BinaryAUROC(**options),
+                "average_precision": BinaryAveragePrecision(**options),
+                "log_loss": LogLoss(**options),
+                "brier": MeanSquaredError(**options),
+                "ece": BinaryCalibrationError(n_bins=10, **options),
+                f"top{percent}_hits": TopFractionHits(top_fraction, **options),
+                f"top{percent}_capture": TopFractionCapture(top_fraction, **options),
             }
         )
 
@@ -59,6 +61,6 @@ def score_probabilities(
     probabilities: Tensor, targets: Tensor, top_fraction: float = 0.2
 ) -> dict[str, float]:
     """All propensity metrics of one set of predictions, as plain floats."""
-    metrics = PropensityMetrics(top_fraction)
+    metrics = PropensityMetrics(top_fraction, sync=False)
     metrics.update(probabilities, targets)
     return {name: float(value) for name, value in metrics.compute().items()}

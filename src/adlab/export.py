@@ -1,0 +1,324 @@
+"""`adlab-export ckpt_path=... format=onnx|torchscript`: turn a training checkpoint into a deployable package.
+
+A package is a directory (see `adlab.serving.package` for the reader):
+
+- `model.onnx` or `model.pt` (TorchScript): the scoring graph, batch dimension dynamic.
+- `preprocessing.json`: versioned description of the inputs and of the preprocessing fitted on train.
+- `metadata.json`: model version, family, features, training metrics (the run's metrics.json), parity check.
+
+The propensity scorer is exported with its numeric preprocessing inside the graph (missing-value fill,
+standardisation) and a sigmoid at the end, so the graph maps raw numeric values and vocabulary indices
+to a purchase probability; the vocabularies (strings, which graph runtimes handle poorly) live in
+`preprocessing.json`, where `adlab.serving` turns them into lookup tables. Any other family is exported
+generically from its `example_input_array` and `forward`, with its fitted preprocessing state copied into
+`preprocessing.json` as it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import inspect
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from adlab.checkpoints import load_checkpoint
+from adlab.cli import check_overrides, report_user_errors
+from adlab.errors import AdlabError
+from adlab.generate import load_model
+from adlab.serving.package import (
+    FORMATS,
+    METADATA_FILE,
+    PACKAGE_VERSION,
+    PREPROCESSING_FILE,
+    PREPROCESSING_VERSION,
+    load_package,
+)
+from adlab.utils.configs import config_dir, register_resolvers
+from adlab.utils.io import atomic_write_text
+
+PARITY_TOLERANCE = 1e-5  # max |exported - eager| on any output, checked before a package is written
+
+
+class TabularScoringGraph(nn.Module):
+    """A propensity scorer with its numeric preprocessing: raw values in, purchase probability out.
+
+    Args:
+        scorer: module mapping `(categorical, scaled numeric)` to logits `(batch,)` (a `PropensityModule`).
+        fill: per-column value for missing numerics `(n_num,)`, fitted on train.
+        mean: per-column mean after filling `(n_num,)`.
+        scale: per-column standard deviation after filling `(n_num,)`, zeros replaced by 1.
+
+    Shapes: `categorical (batch, n_cat) int64` vocabulary indices (0 = unknown),
+    `numeric (batch, n_num) float32` raw values, NaN or inf = missing -> `(batch,) float32` probability.
+    """
+
+    def __init__(
+        self, scorer: nn.Module, fill: Sequence[float], mean: Sequence[float], scale: Sequence[float]
+    ):
+        super().__init__()
+        self.scorer = scorer
+        self.register_buffer("fill", torch.tensor(fill, dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
+
+    def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
+        # training replaced inf by NaN before filling; both count as missing here
+        numeric = torch.where(torch.isfinite(numeric), numeric, self.fill)
+        return torch.sigmoid(self.scorer(categorical, (numeric - self.mean) / self.scale))
+
+
+@dataclass
+class ExportSpec:
+    """What gets exported and how its inputs are described.
+
+    Attributes:
+        graph: the module traced into the package (eval mode).
+        example_inputs: inputs with a batch dimension of at least 2, used for tracing and parity.
+        input_names: graph input names, in `forward` order.
+        output_names: graph output names.
+        preprocessing: the JSON written to `preprocessing.json`.
+    """
+
+    graph: nn.Module
+    example_inputs: tuple[Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    preprocessing: dict[str, Any]
+
+
+def _tabular_parity_inputs(state: dict[str, Any], rows: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Inputs drawn from the fitted schema: every vocabulary index (0 = unseen included) and numerics
+    spread around the training distribution, with some missing values."""
+    generator = np.random.default_rng(seed)
+    categorical = (
+        np.stack(
+            [generator.integers(0, len(state["vocabularies"][c]) + 1, rows) for c in state["categorical"]],
+            axis=1,
+        )
+        if state["categorical"]
+        else np.zeros((rows, 0), dtype=np.int64)
+    )
+    mean, scale = np.asarray(state["mean"]), np.asarray(state["scale"])
+    numeric = mean + scale * generator.normal(0.0, 2.0, size=(rows, len(mean)))
+    numeric[generator.random(numeric.shape) < 0.05] = np.nan
+    return torch.from_numpy(categorical.astype(np.int64)), torch.from_numpy(numeric.astype(np.float32))
+
+
+def tabular_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
+    """The propensity scorer with its numeric preprocessing in the graph, vocabularies in the JSON."""
+    state = checkpoint["adlab_data"]["preprocessing"]
+    source = (checkpoint["adlab_config"].get("data") or {}).get("source") or {}
+    graph = TabularScoringGraph(model, state["fill"], state["mean"], state["scale"]).eval()
+    features = [
+        {"name": name, "kind": "categorical", "vocabulary": state["vocabularies"][name]}
+        for name in state["categorical"]
+    ] + [
+        {"name": name, "kind": "numeric", "fill": fill, "mean": mean, "scale": scale}
+        for name, fill, mean, scale in zip(
+            state["numeric"], state["fill"], state["mean"], state["scale"], strict=True
+        )
+    ]
+    preprocessing = {
+        "format": "adlab-preprocessing",
+        "version": PREPROCESSING_VERSION,
+        "kind": "tabular",
+        "features": features,
+        # training refused missing numerics unless an imputation was configured; serving does the same
+        "allow_missing_numeric": source.get("impute") is not None,
+        "id_column": source.get("id_column"),
+        "target": source.get("target"),
+        "inputs": {
+            "categorical": "(batch, n_categorical) int64: 1 + position in the feature's vocabulary, 0 = unseen",
+            "numeric": "(batch, n_numeric) float32: raw values, NaN = missing",
+        },
+        "in_graph": ["numeric missing-value fill", "numeric standardisation", "sigmoid"],
+        "outside_graph": ["category -> vocabulary index (categories are text, as in training)"],
+    }
+    example = _tabular_parity_inputs(state, 64, seed=0)
+    return ExportSpec(graph, example, ["categorical", "numeric"], ["probability"], preprocessing)
+
+
+def _as_tuple(example: Any) -> tuple[Tensor, ...]:
+    if isinstance(example, Tensor):
+        return (example,)
+    if isinstance(example, (tuple, list)) and all(isinstance(item, Tensor) for item in example):
+        return tuple(example)
+    raise AdlabError(
+        f"example_input_array must be a tensor or a tuple of tensors to export, got {type(example).__name__}"
+    )
+
+
+def generic_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
+    """Any module with an `example_input_array`: its `forward` as it is, its preprocessing state as JSON."""
+    example = getattr(model, "example_input_array", None)
+    if example is None:
+        raise AdlabError(
+            f"{type(model).__name__} cannot be exported: it declares no example_input_array (the input shape to trace)"
+        )
+    # a batch of one lets the exporter specialise the batch dimension; two rows keep it symbolic
+    example = tuple(torch.cat([x, x]) if x.shape[0] == 1 else x for x in _as_tuple(example))
+    names = [
+        p.name
+        for p in inspect.signature(model.forward).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ][: len(example)]
+    with torch.inference_mode():
+        outputs = model(*example)
+    count = len(outputs) if isinstance(outputs, (tuple, list)) else 1
+    preprocessing = {
+        "format": "adlab-preprocessing",
+        "version": PREPROCESSING_VERSION,
+        "kind": (checkpoint["adlab_data"].get("meta") or {}).get("kind", "unknown"),
+        "inputs": {
+            name: f"{tuple(['batch', *x.shape[1:]])} {str(x.dtype).removeprefix('torch.')}"
+            for name, x in zip(names, example, strict=True)
+        },
+        "state": checkpoint["adlab_data"].get("preprocessing") or {},
+        "in_graph": [],
+        "outside_graph": ["everything in `state` (applied by the caller before the graph)"],
+    }
+    output_names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    return ExportSpec(model.eval(), example, names, output_names, preprocessing)
+
+
+def export_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
+    """Pick how a family is exported: tabular scorers with their preprocessing, others generically."""
+    meta = (checkpoint.get("adlab_data") or {}).get("meta") or {}
+    if meta.get("kind") == "tabular":
+        return tabular_spec(model, checkpoint)
+    return generic_spec(model, checkpoint)
+
+
+def write_graph(spec: ExportSpec, fmt: str, path: Path, opset: int = 18) -> Path:
+    """Write `spec.graph` as ONNX or TorchScript with a dynamic batch dimension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and exporter chatter about constants is expected here
+        if fmt == "onnx":
+            batch = torch.export.Dim("batch", min=1)
+            program = torch.onnx.export(
+                spec.graph,
+                spec.example_inputs,
+                input_names=spec.input_names,
+                output_names=spec.output_names,
+                dynamic_shapes=tuple({0: batch} for _ in spec.example_inputs),
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+            program.save(str(tmp))
+        else:
+            with torch.no_grad():
+                traced = torch.jit.trace(spec.graph, spec.example_inputs, check_trace=False)
+            torch.jit.save(traced, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def parity_error(spec: ExportSpec, package_dir: Path) -> float:
+    """Max |exported - eager| over the spec's example inputs, run through the package's own runtime."""
+    from adlab.serving.backends import load_backend
+
+    backend = load_backend(load_package(package_dir), threads=1)
+    with torch.inference_mode():
+        eager = spec.graph(*spec.example_inputs)
+    eager = eager if isinstance(eager, (tuple, list)) else (eager,)
+    exported = backend.run_raw([x.numpy() for x in spec.example_inputs])
+    return max(float(np.max(np.abs(e.numpy() - x))) for e, x in zip(eager, exported, strict=True))
+
+
+def _training_metrics(ckpt_path: Path) -> dict[str, Any]:
+    # adlab-train writes <run>/checkpoints/best.ckpt and <run>/metrics.json
+    metrics_path = ckpt_path.resolve().parent.parent / "metrics.json"
+    return json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+def export_checkpoint(
+    ckpt_path: str | Path, fmt: str = "onnx", out: str | Path | None = None, opset: int = 18
+) -> Path:
+    """Export a checkpoint written by adlab-train into a package directory; return the directory.
+
+    The package is checked before its metadata is written: exported and eager outputs must agree
+    within `PARITY_TOLERANCE` on the spec's example inputs, or a `RuntimeError` is raised.
+    """
+    if fmt not in FORMATS:
+        raise AdlabError(f"format={fmt!r}: expected one of {sorted(FORMATS)}")
+    ckpt_path = Path(ckpt_path)
+    checkpoint = load_checkpoint(ckpt_path)
+    model = load_model(str(ckpt_path))
+    spec = export_spec(model, checkpoint)
+    out = Path(out) if out else ckpt_path.resolve().parent.parent / "export" / fmt
+    model_path = write_graph(spec, fmt, out / FORMATS[fmt], opset)
+    preprocessing_text = _json(spec.preprocessing)
+    atomic_write_text(out / PREPROCESSING_FILE, preprocessing_text)
+    digest = hashlib.sha256(model_path.read_bytes() + preprocessing_text.encode()).hexdigest()[:12]
+    config = checkpoint["adlab_config"]
+    features = [{"name": f["name"], "kind": f["kind"]} for f in spec.preprocessing.get("features", [])]
+    metadata = {
+        "format": "adlab-model-package",
+        "version": PACKAGE_VERSION,
+        "model_version": f"{config.get('experiment_name', 'model')}-{digest}",
+        "model_format": fmt,
+        "model_file": model_path.name,
+        "family": type(model).__name__,
+        "dataset": (checkpoint["adlab_data"].get("meta") or {}).get("dataset"),
+        "features": features,
+        "inputs": spec.input_names,
+        "outputs": spec.output_names,
+        "training_metrics": _training_metrics(ckpt_path),
+        "source_checkpoint": str(ckpt_path.resolve()),
+        "git_commit": config.get("git_commit"),
+        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "opset": opset if fmt == "onnx" else None,
+    }
+    atomic_write_text(out / METADATA_FILE, _json(metadata))
+    error = parity_error(spec, out)
+    if not error <= PARITY_TOLERANCE:
+        (out / METADATA_FILE).unlink()  # without metadata the package cannot be loaded by mistake
+        raise RuntimeError(
+            f"exported {fmt} graph disagrees with PyTorch by {error:.3g} (> {PARITY_TOLERANCE})"
+        )
+    metadata["parity"] = {
+        "rows": int(spec.example_inputs[0].shape[0]),
+        "max_abs_error": error,
+        "tolerance": PARITY_TOLERANCE,
+    }
+    atomic_write_text(out / METADATA_FILE, _json(metadata))
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
+@report_user_errors
+def _hydra_main(cfg: DictConfig) -> None:
+    out = export_checkpoint(cfg.ckpt_path, cfg.format, cfg.get("out"), int(cfg.opset))
+    metadata = json.loads((out / METADATA_FILE).read_text())
+    print(f"exported {metadata['family']} ({metadata['model_version']}) to {out}")
+    print(OmegaConf.to_yaml({"parity": metadata["parity"]}).strip())
+
+
+def main() -> None:
+    """Console entry point (`adlab-export`)."""
+    register_resolvers()
+    check_overrides("export", sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

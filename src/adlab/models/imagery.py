@@ -1,0 +1,247 @@
+"""`ImageryModule`: classify ad and product images (small CNN, small ResNet, or any torchvision model)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from adlab.data.augment import BatchAugment
+from adlab.errors import AdlabError
+from adlab.nets.cnn import SmallCNN
+
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+def _metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+            "class_accuracy": MulticlassAccuracy(num_classes, average=None),
+        }
+    )
+
+
+class ImageryModule(L.LightningModule):
+    """Image classifier trained with label-smoothed cross-entropy on in-memory uint8 batches.
+
+    Args:
+        meta: the data module's `meta` (classes, class_keys, channels, image_size, mean, std).
+        net: a partial network (`_partial_: true` in config) taking `in_channels` and `num_classes`:
+            `adlab.nets.cnn.SmallCNN` (default), `adlab.nets.resnet_small.SmallResNet`, or
+            `adlab.nets.torchvision_classifier.TorchvisionClassifier` (any torchvision model by name).
+        augment: the training transform preset (`adlab.data.augment.BatchAugment`); None trains on the
+            images as they are. Evaluation only scales and normalises (the eval preset).
+        label_smoothing: cross-entropy label smoothing.
+        optimizer: a partial optimizer taking the parameters (default AdamW, lr 1e-3).
+        schedule: "onecycle" (torch's OneCycleLR), "cosine" (linear warm-up, cosine decay to 0) or
+            "constant"; stepped every batch, over the trainer's `max_epochs`.
+        warmup_fraction: share of the steps spent warming up (one-cycle's rising phase).
+        ema_decay: keep an exponential moving average of the weights (e.g. 0.999), used for val/test;
+            None turns it off.
+        channels_last: store weights and batches channels-last (faster convolutions on GPU and oneDNN CPUs).
+        compile: `torch.compile` the network for training.
+        misclassified_shown: misclassified test images drawn in `plots/misclassified.png` (0: no plots).
+
+    Batches are dicts: `image (batch, c, h, w) uint8`, `target (batch,) int64`. After the transfer to the
+    device the image becomes normalised float32 (augmented while training). `forward` takes normalised
+    images and returns logits `(batch, num_classes)`.
+    """
+
+    def __init__(
+        self,
+        meta: dict[str, Any],
+        net: Callable[..., nn.Module] | None = None,
+        augment: BatchAugment | None = None,
+        label_smoothing: float = 0.0,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        schedule: str = "onecycle",
+        warmup_fraction: float = 0.25,
+        ema_decay: float | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        misclassified_shown: int = 36,
+    ):
+        super().__init__()
+        if schedule not in SCHEDULES:
+            raise AdlabError(f"model.schedule={schedule!r}: expected one of {SCHEDULES}")
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise AdlabError(f"model.ema_decay={ema_decay}: expected a decay between 0 and 1, or null")
+        if meta.get("kind") != "images":
+            raise AdlabError(
+                f"the imagery model needs image data; data.source gives {meta.get('kind')!r} data"
+            )
+        self.save_hyperparameters(ignore=["net", "augment", "optimizer"])
+        self.classes: list[str] = list(meta["classes"])
+        self.class_keys: list[str] = list(meta["class_keys"])
+        self.image_shape = (int(meta["channels"]), *map(int, meta["image_size"]))
+        self.net = (net or SmallCNN)(in_channels=self.image_shape[0], num_classes=len(self.classes))
+        self._check_input_size()
+        # mean/std in 0-255 units, so uint8 batches are normalised in one fused operation
+        self.register_buffer(
+            "pixel_mean", torch.tensor(meta["mean"]).view(1, -1, 1, 1) * 255, persistent=False
+        )
+        self.register_buffer("pixel_std", torch.tensor(meta["std"]).view(1, -1, 1, 1) * 255, persistent=False)
+        self.augment = augment
+        self.label_smoothing = label_smoothing
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
+        self.schedule = schedule
+        self.warmup_fraction = warmup_fraction
+        self.channels_last = channels_last
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.ema: nn.Module | None = None
+        if ema_decay is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)
+        self.compile = compile
+        self.misclassified_shown = misclassified_shown
+        self.val_metrics = _metrics(len(self.classes))
+        self.test_metrics = _metrics(len(self.classes))
+        self._train_loss_sum = torch.zeros(())
+        self._train_batches = 0
+        # set in on_fit_start; kept out of the module tree so checkpoints hold the plain network's names
+        self.__dict__["_compiled_net"] = None
+
+    def _check_input_size(self) -> None:
+        """Fail at construction, naming the sizes, when the network cannot take the data's images."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.no_grad():
+                self.net(torch.zeros(2, *self.image_shape))
+        except RuntimeError as error:
+            first = str(error).splitlines()[0]
+            raise AdlabError(
+                f"model.net cannot take {self.image_shape[1]}x{self.image_shape[2]} images with "
+                f"{self.image_shape[0]} channel(s) ({first[:160]}); set data.source.image_size larger"
+            ) from None
+        finally:
+            self.net.train(was_training)
+
+    # ------------------------------------------------------------------ data
+    def prepare(self, images: Tensor) -> Tensor:
+        """Scale and normalise `(batch, c, h, w)` uint8 images (or floats in [0, 1]) to model input."""
+        scaled = images.float() if images.dtype == torch.uint8 else images.float() * 255
+        normalised = (scaled - self.pixel_mean) / self.pixel_std
+        return normalised.contiguous(memory_format=torch.channels_last) if self.channels_last else normalised
+
+    def display(self, images: Tensor) -> Tensor:
+        """Undo `prepare`: normalised images back to `(batch, c, h, w)` uint8."""
+        return (images.float() * self.pixel_std + self.pixel_mean).round().clamp(0, 255).to(torch.uint8)
+
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        images = batch["image"]
+        training = self.trainer.training and self.augment is not None
+        if training:
+            images = self.augment.geometric(images)
+        images = self.prepare(images)
+        if training:
+            images = self.augment.erase(images)
+        return {**batch, "image": images}
+
+    # ------------------------------------------------------------------ model
+    def evaluation_net(self) -> nn.Module:
+        """The network used for val/test/predict: the weight average when EMA is on."""
+        return self.ema.module if self.ema is not None else self.net
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.evaluation_net()(images)
+
+    def features(self, images: Tensor) -> Tensor:
+        """Penultimate features `(batch, d)` of uint8 images (or floats in [0, 1]), e.g. for FID."""
+        return self.evaluation_net().features(self.prepare(images))
+
+    def on_fit_start(self) -> None:
+        if self.compile and self.__dict__["_compiled_net"] is None:
+            self.__dict__["_compiled_net"] = torch.compile(self.net)
+
+    def training_step(self, batch: dict[str, Tensor], batch_index: int) -> Tensor:
+        net = self.__dict__["_compiled_net"] or self.net
+        logits = net(batch["image"])
+        loss = F.cross_entropy(logits.float(), batch["target"], label_smoothing=self.label_smoothing)
+        # summed on the device and logged once per epoch: a per-step .item() would stall the GPU
+        self._train_loss_sum = self._train_loss_sum.to(loss.device) + loss.detach()
+        self._train_batches += 1
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_index: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_batches:
+            self.log("train/loss", self._train_loss_sum / self._train_batches, sync_dist=True)
+        self._train_loss_sum, self._train_batches = torch.zeros(()), 0
+
+    def validation_step(self, batch: dict[str, Tensor], batch_index: int) -> None:
+        self.val_metrics.update(self(batch["image"]), batch["target"])
+
+    def test_step(self, batch: dict[str, Tensor], batch_index: int) -> dict[str, Tensor]:
+        logits = self(batch["image"])
+        self.test_metrics.update(logits, batch["target"])
+        return {"predictions": logits.argmax(dim=1)}
+
+    def _log_metrics(self, stage: str, metrics: MetricCollection) -> None:
+        values = metrics.compute()
+        logged = {f"{stage}/accuracy": values["accuracy"], f"{stage}/macro_f1": values["macro_f1"]}
+        for key, value in zip(self.class_keys, values["class_accuracy"], strict=True):
+            logged[f"{stage}/accuracy_{key}"] = value
+        self.log_dict(logged)
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_index: int) -> Tensor:
+        """Class probabilities `(batch, num_classes)`."""
+        return torch.softmax(self(batch["image"]).float(), dim=1)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        from adlab.callbacks.imagery import ImageryPlots
+
+        # attached by every trainer that tests this model (adlab-train and adlab-eval alike)
+        return [ImageryPlots(self.misclassified_shown)] if self.misclassified_shown else []
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.net.parameters())
+        if self.schedule == "constant":
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise AdlabError(
+                f"model.schedule={self.schedule}: needs a finite trainer.max_epochs or max_steps"
+            )
+        total = max(int(total), 1)
+        warmup = self.warmup_fraction
+        if self.schedule == "onecycle":
+            scheduler: Any = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=[group["lr"] for group in optimizer.param_groups],
+                total_steps=total,
+                pct_start=min(max(warmup, 1e-3), 0.999),
+            )
+        else:
+            warmup_steps = int(warmup * total)
+
+            def factor(step: int) -> float:
+                if step < warmup_steps:
+                    return (step + 1) / warmup_steps
+                progress = (step - warmup_steps) / max(1, total - warmup_steps)
+                return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,78 @@
+"""Read a model package written by `adlab-export`: metadata, preprocessing description and graph file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adlab.errors import AdlabError
+
+PACKAGE_VERSION = 1  # layout of metadata.json; bump on incompatible changes
+PREPROCESSING_VERSION = 1  # layout of preprocessing.json
+METADATA_FILE = "metadata.json"
+PREPROCESSING_FILE = "preprocessing.json"
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}  # export format -> graph file name
+
+
+@dataclass
+class ModelPackage:
+    """An exported model: `directory` holds `metadata.json`, `preprocessing.json` and the graph file."""
+
+    directory: Path
+    metadata: dict[str, Any]
+    preprocessing: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        return self.directory / self.metadata["model_file"]
+
+    @property
+    def model_format(self) -> str:
+        return self.metadata["model_format"]
+
+    @property
+    def model_version(self) -> str:
+        return self.metadata["model_version"]
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise AdlabError(
+            f"{what}: {path.name} not found in {path.parent}; expected a package written by adlab-export"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AdlabError(f"{what}: {path} is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise AdlabError(f"{what}: {path} should hold a JSON object")
+    return data
+
+
+def load_package(path: str | Path, what: str = "model") -> ModelPackage:
+    """Open a package directory (or the graph file inside it); `AdlabError` naming `what` when it is not one."""
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        raise AdlabError(
+            f"{what}={path} is a training checkpoint; export it first: adlab-export ckpt_path={path}"
+        )
+    directory = path.parent if path.is_file() else path
+    if not directory.is_dir():
+        raise AdlabError(f"{what}={path}: no such package directory")
+    metadata = _read_json(directory / METADATA_FILE, f"{what}={path}")
+    preprocessing = _read_json(directory / PREPROCESSING_FILE, f"{what}={path}")
+    if metadata.get("format") != "adlab-model-package" or metadata.get("version") != PACKAGE_VERSION:
+        raise AdlabError(
+            f"{what}={path}: package format {metadata.get('format')!r} version {metadata.get('version')!r}; "
+            f"this adlab reads adlab-model-package version {PACKAGE_VERSION}"
+        )
+    if preprocessing.get("version") != PREPROCESSING_VERSION:
+        raise AdlabError(
+            f"{what}={path}: preprocessing version {preprocessing.get('version')!r}; expected {PREPROCESSING_VERSION}"
+        )
+    package = ModelPackage(directory, metadata, preprocessing)
+    if not package.model_path.is_file():
+        raise AdlabError(f"{what}={path}: graph file {package.model_path.name} is missing")
+    return package

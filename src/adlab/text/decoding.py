@@ -1,0 +1,168 @@
+"""Sampling ad copy from a causal LM under a hard character limit, with banned words.
+
+The limit is enforced while decoding, not by cutting afterwards: at every step a token whose characters
+would take the text past `max_chars` is masked out, and `<eos>` stays available, so every sample ends
+as whole tokens within the limit. Banned words are rejected the same way: a sampled token that would
+start a banned word is masked and the step is resampled.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adlab.text.tokenizers import CopyTokenizer
+
+MAX_RESAMPLES = 20  # a step that keeps hitting banned words ends the text instead
+
+
+@dataclass
+class DecodingOptions:
+    """How to sample.
+
+    Attributes:
+        max_chars: hard limit on characters per text (30: a search-ad headline; 90: a description).
+        temperature: softmax temperature (1 = the model's distribution; lower = safer, less varied).
+        top_k: keep the k most likely tokens (0 = all).
+        top_p: nucleus sampling: keep the smallest set of tokens whose probability reaches p (1 = all).
+        banned_words: words no sample may contain (case-insensitive; also bans words starting with them).
+        use_cache: reuse attention keys/values (GPT) between steps; off recomputes the whole prefix.
+    """
+
+    max_chars: int = 30
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    banned_words: Sequence[str] = ()
+    use_cache: bool = True
+
+
+def filter_logits(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
+    """Temperature, top-k and nucleus filtering of `(batch, vocab)` logits; removed tokens get -inf."""
+    logits = logits / max(float(temperature), 1e-6)
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, int(top_k), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+        # drop a token when the tokens before it already reach top_p (the first token always stays)
+        drop = cumulative - torch.softmax(ordered, dim=-1) >= top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+class BannedWords:
+    """Detects a banned word at the end of a growing text (as a word or a word start)."""
+
+    def __init__(self, words: Sequence[str]):
+        words = [w.strip().lower() for w in words if w and w.strip()]
+        self.pattern = re.compile("|".join(r"(?<!\w)" + re.escape(w) for w in words)) if words else None
+
+    def hit(self, text: str) -> bool:
+        return self.pattern is not None and self.pattern.search(text.lower()) is not None
+
+
+@torch.no_grad()
+def sample_copy(
+    model: Any,
+    tokenizer: CopyTokenizer,
+    prompts: Tensor,
+    options: DecodingOptions,
+    generator: torch.Generator | None = None,
+) -> tuple[list[str], int]:
+    """Sample one text per prompt.
+
+    Args:
+        model: a net with `decode_step(tokens, cache) -> (logits (batch, vocab), cache)` (`adlab.nets.lm`).
+        tokenizer: the tokenizer the model was trained with.
+        prompts: `(batch, prompt_len) int64` control-token prefixes ending with `<text>`, all the same length.
+        options: limits and sampling settings.
+        generator: random generator of the draws (on the prompts' device).
+
+    Returns:
+        The texts (each at most `options.max_chars` characters) and the number of tokens sampled.
+    """
+    device = prompts.device
+    batch = len(prompts)
+    piece_chars = torch.tensor(tokenizer.piece_chars, device=device)
+    # control tokens, padding and <unk> decode to nothing useful: never sampled inside a text
+    never = piece_chars == 0
+    never[tokenizer.unk_id] = True
+    never[tokenizer.eos_id] = False
+    banned = BannedWords(options.banned_words)
+    chars = torch.zeros(batch, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    texts = [""] * batch
+    sequence = prompts
+    logits, cache = model.decode_step(prompts, None)
+    sampled = 0
+    for _ in range(options.max_chars + 1):  # every text token adds >= 1 character, then <eos>
+        room = (options.max_chars - chars).unsqueeze(1)
+        blocked = never.unsqueeze(0) | (piece_chars.unsqueeze(0) > room)
+        # an empty text is no headline: <eos> only once something was written (or nothing fits)
+        # (<eos> itself is never blocked above, so "nothing else fits" is: every other token blocked)
+        nothing_else_fits = blocked.sum(dim=1) == blocked.shape[1] - 1
+        blocked[:, tokenizer.eos_id] = (chars == 0) & ~nothing_else_fits
+        scores = filter_logits(logits.float().masked_fill(blocked, float("-inf")), *_sampling(options))
+        scores = torch.where(
+            torch.isinf(scores).all(dim=1, keepdim=True), _eos_only(scores, tokenizer), scores
+        )
+        tokens = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
+        if banned.pattern is not None:
+            tokens = _reject_banned(tokens, scores, texts, done, tokenizer, banned, generator)
+        tokens = torch.where(done, torch.full_like(tokens, tokenizer.eos_id), tokens)
+        sampled += int((~done).sum())
+        for row in torch.flatnonzero(~done).tolist():
+            texts[row] += tokenizer.pieces[int(tokens[row])]
+        chars += torch.where(done, 0, piece_chars[tokens])
+        done |= tokens == tokenizer.eos_id
+        if bool(done.all()):
+            break
+        sequence = torch.cat([sequence, tokens.unsqueeze(1)], dim=1)
+        if options.use_cache:
+            logits, cache = model.decode_step(tokens.unsqueeze(1), cache)
+        else:
+            logits, _ = model.decode_step(sequence, None)
+    return [text.strip() for text in texts], sampled
+
+
+def _sampling(options: DecodingOptions) -> tuple[float, int, float]:
+    return options.temperature, options.top_k, options.top_p
+
+
+def _eos_only(scores: Tensor, tokenizer: CopyTokenizer) -> Tensor:
+    """Scores that allow only `<eos>` (for rows where the filters removed every token)."""
+    forced = torch.full_like(scores, float("-inf"))
+    forced[:, tokenizer.eos_id] = 0.0
+    return forced
+
+
+def _reject_banned(
+    tokens: Tensor,
+    scores: Tensor,
+    texts: list[str],
+    done: Tensor,
+    tokenizer: CopyTokenizer,
+    banned: BannedWords,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Resample rows whose new token would start a banned word; after `MAX_RESAMPLES` tries, end the text."""
+    for row in torch.flatnonzero(~done).tolist():
+        row_scores = scores[row].clone()
+        for _ in range(MAX_RESAMPLES):
+            token = int(tokens[row])
+            if token == tokenizer.eos_id or not banned.hit(texts[row] + tokenizer.pieces[token]):
+                break
+            row_scores[token] = float("-inf")
+            if torch.isinf(row_scores).all():
+                row_scores[tokenizer.eos_id] = 0.0
+            tokens[row] = torch.multinomial(torch.softmax(row_scores, dim=-1), 1, generator=generator)[0]
+        else:
+            tokens[row] = tokenizer.eos_id
+    return tokens

@@ -1,0 +1,103 @@
+"""Resume, DDP on CPU, W&B offline, and every experiment composing and running on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from adlab.train import train
+from adlab.utils.configs import config_dir
+from tests.conftest import compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+TABULAR = [e for e in EXPERIMENTS if e.startswith("propensity")]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
+    cfg = compose_config("train", [f"experiment={experiment}", "paths.data_dir=/nonexistent"], tmp_path)
+    for group in ("data", "model", "trainer"):
+        assert "_target_" in cfg[group], group
+    instantiate(cfg.trainer)  # trainer config is complete and valid
+    assert cfg.monitor.startswith("val/")
+
+
+@pytest.mark.parametrize("experiment", TABULAR)
+def test_fast_dev_run_of_tabular_experiments(experiment, train_config):
+    metrics = train(train_config([f"experiment={experiment}", "debug=fdr"]))
+    assert "test/auroc" in metrics
+
+
+def test_resume_from_last_checkpoint_matches_uninterrupted_run(train_config, tmp_path):
+    common = [
+        "experiment=propensity_coil",
+        "trainer.deterministic=true",
+        "seed=7",
+        "callbacks.early_stopping=null",
+    ]
+    full = train(train_config([*common, "trainer.max_epochs=3"], output_dir=tmp_path / "full"))
+    train(train_config([*common, "trainer.max_epochs=1"], output_dir=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    resumed = train(
+        train_config([*common, "trainer.max_epochs=3", f"ckpt_path={last}"], output_dir=tmp_path / "resumed")
+    )
+    for key, value in full.items():
+        if key.startswith(("val/", "test/")):
+            assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+    assert (tmp_path / "resumed" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_wandb_offline_run_receives_test_metrics(train_config, tmp_path, monkeypatch):
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    received: dict[str, float] = {}
+    original = WandbLogger.log_metrics
+
+    def spy(self, metrics, step=None):
+        received.update(metrics)
+        return original(self, metrics, step)
+
+    monkeypatch.setattr(WandbLogger, "log_metrics", spy)
+    metrics = train(train_config(["experiment=propensity_coil", "logger=wandb", "logger.wandb.offline=true"]))
+    assert wandb.run is None  # the job finished its run
+    assert received["test/top20_hits"] == pytest.approx(metrics["test/top20_hits"])
+    assert received["test/auroc"] == pytest.approx(metrics["test/auroc"])
+    run_files = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert run_files, "no offline W&B run written"
+
+
+def test_ddp_on_cpu_with_two_processes(coil_data_dir, tmp_path):
+    run_dir = tmp_path / "ddp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adlab.train",
+            "experiment=propensity_coil",
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=1",
+            f"paths.data_dir={coil_data_dir}",
+            f"hydra.run.dir={run_dir}",
+            "extras.print_config=false",
+            "callbacks.progress_bar=null",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        "distributed_backend=gloo" in result.stderr + result.stdout
+        or "world_size: 2" in result.stderr + result.stdout
+    )
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    assert "test/auroc" in metrics and "test/top20_hits" in metrics
