@@ -16,9 +16,11 @@ generically from its `example_input_array` and `forward`, with its fitted prepro
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import inspect
+import io
 import json
 import sys
 import warnings
@@ -30,6 +32,7 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
+from lightning.pytorch.core.module import _jit_is_scripting
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -205,8 +208,9 @@ def write_graph(spec: ExportSpec, fmt: str, path: Path, opset: int = 18) -> Path
     """Write `spec.graph` as ONNX or TorchScript with a dynamic batch dimension."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer and exporter chatter about constants is expected here
+    # tracer warnings about constants and the exporter's progress lines are expected here
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
         if fmt == "onnx":
             batch = torch.export.Dim("batch", min=1)
             program = torch.onnx.export(
@@ -221,7 +225,9 @@ def write_graph(spec: ExportSpec, fmt: str, path: Path, opset: int = 18) -> Path
             )
             program.save(str(tmp))
         else:
-            with torch.no_grad():
+            # the tracer probes every attribute, and a LightningModule's `trainer` raises outside a
+            # Trainer unless Lightning's own scripting flag is up (as in `LightningModule.to_torchscript`)
+            with torch.no_grad(), _jit_is_scripting():
                 traced = torch.jit.trace(spec.graph, spec.example_inputs, check_trace=False)
             torch.jit.save(traced, str(tmp))
     tmp.replace(path)

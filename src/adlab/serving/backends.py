@@ -7,6 +7,7 @@ that scoring one request allocates nothing on the graph side.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Protocol
 
 import numpy as np
@@ -79,7 +80,11 @@ class TorchScriptBackend:
         import torch
 
         self.torch = torch
-        self.module = torch.jit.load(str(package.model_path), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", FutureWarning
+            )  # TorchScript is deprecated upstream, still supported
+            self.module = torch.jit.load(str(package.model_path), map_location="cpu").eval()
 
     def run_raw(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         with self.torch.inference_mode():

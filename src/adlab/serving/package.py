@@ -16,6 +16,12 @@ PREPROCESSING_FILE = "preprocessing.json"
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}  # export format -> graph file name
 
 
+def model_path_overrides(argv: list[str]) -> list[str]:
+    """Command lines say `model=PATH`; the config key is `model_path`, because `model` is also the name of
+    a config group in adlab's configs and Hydra would read `model=PATH` as a choice of that group."""
+    return [f"model_path={arg[len('model=') :]}" if arg.startswith("model=") else arg for arg in argv]
+
+
 @dataclass
 class ModelPackage:
     """An exported model: `directory` holds `metadata.json`, `preprocessing.json` and the graph file."""
