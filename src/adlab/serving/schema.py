@@ -40,6 +40,18 @@ def _as_number(text: str) -> float | None:
         return None
 
 
+def _all_numbers(text: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether every non-null value of a text column parses as a number (and there is one)."""
+    present = pc.drop_null(text)
+    if len(present) == 0:
+        return False
+    try:
+        pc.cast(present, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
 def _is_string(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind) or kind == pa.string_view()
 
@@ -202,7 +214,14 @@ class TabularSchema:
             return np.fromiter(
                 (lookup.get(v, UNKNOWN) for v in values.tolist()), dtype=np.int64, count=len(values)
             )
-        text = pc.cast(column, pa.string()).fill_null(MISSING)
+        text = pc.cast(column, pa.string())
+        if name not in self.numeric_lookups and _all_numbers(text):
+            # text files carry no types: a column of numbers where training saw words is the wrong column
+            example = self.vocabularies[name][0] if self.vocabularies[name] else "a word"
+            raise SchemaError(
+                f"column '{name}' holds numbers; expected text categories such as {example!r}", name
+            )
+        text = text.fill_null(MISSING)
         positions = pc.fill_null(pc.index_in(text, value_set=self._value_sets[name]), -1)
         return positions.to_numpy(zero_copy_only=False).astype(np.int64) + 1
 

@@ -1,0 +1,223 @@
+"""Export parity, batch scoring of files and the HTTP service, on a tiny CoIL-shaped checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from adlab.data.sources.tabular import TabularPreprocessor
+from adlab.errors import AdlabError
+from adlab.export import export_checkpoint
+from adlab.generate import load_model
+from adlab.serving.app import create_app
+from adlab.serving.batch import score_file
+from adlab.serving.scorer import load_scorer
+from adlab.train import train
+from tests.conftest import TINY, compose_config
+
+ID = "customer_id"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, coil_data_dir):
+    """A propensity checkpoint trained on the tiny CoIL-like data (as the `train_config` fixture composes it)."""
+    output = tmp_path_factory.mktemp("serving_run")
+    cfg = compose_config(
+        "train", [f"paths.data_dir={coil_data_dir}", *TINY, "experiment=propensity_coil"], output
+    )
+    train(cfg)
+    return output
+
+
+@pytest.fixture(scope="module")
+def packages(run, tmp_path_factory):
+    """The checkpoint exported to ONNX and TorchScript."""
+    root = tmp_path_factory.mktemp("packages")
+    best = run / "checkpoints" / "best.ckpt"
+    return {fmt: export_checkpoint(best, fmt, root / fmt) for fmt in ("onnx", "torchscript")}
+
+
+@pytest.fixture(scope="module")
+def held_out(run, coil_data_dir):
+    """The official test customers (raw values, never seen in training) and PyTorch's probabilities for them."""
+    frame = pd.read_parquet(coil_data_dir / "coil2000" / "coil2000.parquet")
+    frame = frame[frame["split"] == "test"].drop(columns=["split"]).reset_index(drop=True)
+    checkpoint = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    preprocessor = TabularPreprocessor.from_state(checkpoint["adlab_data"]["preprocessing"])
+    model = load_model(str(run / "checkpoints" / "best.ckpt"))
+    categorical, numeric = preprocessor.transform(frame)  # the training-time path
+    with torch.inference_mode():
+        expected = torch.sigmoid(model(categorical, numeric)).numpy()
+    return frame, expected
+
+
+def features(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[ID, "CARAVAN"])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch_on_held_out_rows(packages, held_out, fmt):
+    frame, expected = held_out
+    scorer = load_scorer(packages[fmt])
+    scores = scorer.score_table(pa.Table.from_pandas(features(frame), preserve_index=False))
+    assert scores.shape == expected.shape == (300,)
+    assert np.max(np.abs(scores - expected)) <= 1e-5
+    records = features(frame).head(20).to_dict("records")
+    single = np.array([scorer.score_record(record) for record in records])
+    assert np.max(np.abs(single - expected[:20])) <= 1e-5
+    assert np.max(np.abs(scorer.score_records(records) - expected[:20])) <= 1e-5
+    metadata = json.loads((packages[fmt] / "metadata.json").read_text())
+    preprocessing = json.loads((packages[fmt] / "preprocessing.json").read_text())
+    assert metadata["model_format"] == fmt and metadata["parity"]["max_abs_error"] <= 1e-5
+    assert "test/auroc" in metadata["training_metrics"]
+    assert preprocessing["version"] == 1 and len(preprocessing["features"]) == 85
+    assert preprocessing["features"][0]["vocabulary"][0].startswith("subtype")
+
+
+def test_export_refuses_what_is_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "model.ckpt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(AdlabError, match="model.ckpt"):
+        export_checkpoint(bad, "onnx", tmp_path / "out")
+    with pytest.raises(AdlabError, match="format="):
+        export_checkpoint(bad, "tflite", tmp_path / "out")
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_score_file_keeps_row_ids_in_small_chunks(packages, held_out, tmp_path, suffix):
+    frame, expected = held_out
+    source = tmp_path / f"customers.{suffix}"
+    getattr(frame, f"to_{suffix}")(source, index=False)
+    output = tmp_path / f"scores.{suffix}"
+    rows = score_file(load_scorer(packages["onnx"]), source, output, keep=["CARAVAN"], chunk_rows=64)
+    scored = pd.read_csv(output) if suffix == "csv" else pd.read_parquet(output)
+    assert rows == 300 and list(scored.columns) == [ID, "CARAVAN", "score"]
+    assert (scored[ID].to_numpy() == frame[ID].to_numpy()).all()
+    assert np.max(np.abs(scored["score"].to_numpy() - expected)) <= 1e-5
+
+
+def _broken(frame: pd.DataFrame, problem: str) -> pd.DataFrame:
+    frame = frame.drop(columns=["CARAVAN"])
+    if problem == "missing":
+        return frame.drop(columns=["NUM07"])
+    if problem == "extra":
+        return frame.assign(coupon="yes")
+    if problem == "text in a numeric column":
+        values = frame["NUM07"].astype(object)
+        values.iloc[250] = "high"  # past the first chunk
+        return frame.assign(NUM07=values)
+    return frame.assign(MOSTYPE=np.arange(len(frame)))  # numbers in a text category
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+@pytest.mark.parametrize(
+    "problem, column",
+    [
+        ("missing", "NUM07"),
+        ("extra", "coupon"),
+        ("text in a numeric column", "NUM07"),
+        ("numbers as category", "MOSTYPE"),
+    ],
+)
+def test_score_file_names_the_bad_column(packages, held_out, tmp_path, suffix, problem, column):
+    source = tmp_path / f"bad.{suffix}"
+    broken = _broken(held_out[0], problem)
+    if suffix == "parquet" and problem == "text in a numeric column":
+        broken["NUM07"] = broken["NUM07"].astype(str)  # parquet columns have one type
+    getattr(broken, f"to_{suffix}")(source, index=False)
+    output = tmp_path / "scores.csv"
+    with pytest.raises(AdlabError, match=f"column '{column}'"):
+        score_file(load_scorer(packages["onnx"]), source, output, chunk_rows=100)
+    assert not output.exists() and not any(tmp_path.glob(".scores*"))
+
+
+def test_adlab_score_exits_2_with_one_line(packages, held_out, tmp_path):
+    source = tmp_path / "bad.csv"
+    _broken(held_out[0], "extra").to_csv(source, index=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "adlab.serving.batch", f"model={packages['onnx']}", f"input={source}",
+         f"output={tmp_path / 'scores.csv'}", f"hydra.run.dir={tmp_path / 'job'}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "column 'coupon'" in lines[0]
+
+
+@pytest.fixture(scope="module")
+def client(packages):
+    return TestClient(create_app(packages["onnx"], max_body_bytes=100_000, max_batch_rows=50))
+
+
+def test_service_health_and_metadata(client):
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    metadata = client.get("/metadata").json()
+    assert metadata["model_version"] == health.json()["model_version"]
+    assert len(metadata["features"]) == 85 and metadata["features"][0]["name"] == "MOSTYPE"
+    assert "test/auroc" in metadata["training_metrics"]
+
+
+def test_service_scores_valid_requests(client, held_out):
+    frame, expected = held_out
+    records = features(frame).head(40).to_dict("records")
+    one = client.post("/score", json=records[0])
+    assert one.status_code == 200
+    assert one.json()["score"] == pytest.approx(float(expected[0]), abs=1e-5)
+    batch = client.post("/score/batch", json={"rows": records})
+    assert batch.status_code == 200
+    assert np.max(np.abs(np.array(batch.json()["scores"]) - expected[:40])) <= 1e-5
+    unseen = dict(records[0], MOSTYPE="a subtype never seen in training")
+    assert client.post("/score", json=unseen).status_code == 200
+
+
+def test_service_rejects_malformed_requests_with_422(client, held_out):
+    record = features(held_out[0]).iloc[0].to_dict()
+    cases = {
+        "not json": (b"{not json", None),
+        "not utf-8": (b'{"MOSTYPE": "\xff"}', None),
+        "empty": (b"", None),
+        "a list": (b"[1, 2]", None),
+        "too deep": (b"[" * 50_000 + b"]" * 50_000, None),
+        "missing": (json.dumps({k: v for k, v in record.items() if k != "NUM03"}).encode(), "NUM03"),
+        "extra": (json.dumps(dict(record, coupon=1)).encode(), "coupon"),
+        "text as number": (json.dumps(dict(record, NUM03="4")).encode(), "NUM03"),
+        "bool as number": (json.dumps(dict(record, NUM03=True)).encode(), "NUM03"),
+        "null number": (json.dumps(dict(record, NUM03=None)).encode(), "NUM03"),
+        "NaN": (json.dumps(dict(record, NUM03=float("nan"))).encode(), "NUM03"),
+        "huge integer": (json.dumps(dict(record, NUM03=10**400)).encode(), "NUM03"),
+        "number as category": (json.dumps(dict(record, MOSTYPE=3)).encode(), "MOSTYPE"),
+        "list as category": (json.dumps(dict(record, MOSTYPE=["a"])).encode(), "MOSTYPE"),
+    }
+    for name, (body, feature) in cases.items():
+        response = client.post("/score", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, (name, response.status_code, response.text)
+        assert response.json().get("feature") == feature, name
+    bad_batches = [
+        {"rows": [record, dict(record, NUM03="x")]},
+        {"rows": "all"},
+        {"customers": [record]},
+        [record],
+    ]
+    for body in bad_batches:
+        response = client.post("/score/batch", json=body)
+        assert response.status_code == 422, (body, response.text)
+    assert "row 1" in client.post("/score/batch", json=bad_batches[0]).json()["detail"]
+
+
+def test_service_refuses_oversized_requests_with_413(client, held_out):
+    record = features(held_out[0]).iloc[0].to_dict()
+    padded = json.dumps(dict(record, padding="x" * 200_000)).encode()
+    assert client.post("/score", content=padded).status_code == 413
+    chunked = client.post("/score", content=iter([b" " * 60_000, b" " * 60_000]))  # no Content-Length
+    assert chunked.status_code == 413
+    assert client.post("/score/batch", json={"rows": [record] * 51}).status_code == 413
+    assert client.get("/health").status_code == 200  # still serving
