@@ -221,3 +221,39 @@ def test_service_refuses_oversized_requests_with_413(client, held_out):
     assert chunked.status_code == 413
     assert client.post("/score/batch", json={"rows": [record] * 51}).status_code == 413
     assert client.get("/health").status_code == 200  # still serving
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_image_classifier_exports_with_its_scaling_in_the_graph(tmp_path, fmt):
+    imagery = pytest.importorskip("adlab.models.imagery")
+    meta = {
+        "kind": "images", "dataset": "toy", "classes": ["shirt", "shoe", "bag"], "class_keys": ["0", "1", "2"],
+        "channels": 1, "image_size": [28, 28], "mean": [0.29], "std": [0.35],
+    }  # fmt: skip
+    model = imagery.ImageryModule(meta).eval()
+    checkpoint = tmp_path / "imagery.ckpt"
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "adlab_config": {
+                "experiment_name": "toy",
+                "model": {"_target_": "adlab.models.imagery.ImageryModule"},
+            },
+            "adlab_data": {"meta": meta, "preprocessing": {}},
+        },
+        checkpoint,
+    )
+    package = export_checkpoint(checkpoint, fmt, tmp_path / fmt)
+    images = torch.randint(
+        0, 256, (5, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    with torch.inference_mode():
+        expected = torch.softmax(model(model.prepare(images)), dim=-1).numpy()
+    from adlab.serving.backends import load_backend
+    from adlab.serving.package import load_package
+
+    exported = load_backend(load_package(package)).run_raw([images.numpy()])[0]
+    assert exported.shape == (5, 3) and np.max(np.abs(exported - expected)) <= 1e-5
+    assert json.loads((package / "preprocessing.json").read_text())["classes"] == meta["classes"]
+    with pytest.raises(AdlabError, match="images"):
+        load_scorer(package)  # files and the service take tabular scorers

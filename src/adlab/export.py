@@ -153,6 +153,50 @@ def tabular_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
     return ExportSpec(graph, example, ["categorical", "numeric"], ["probability"], preprocessing)
 
 
+class ImageScoringGraph(nn.Module):
+    """An image classifier with its input scaling: uint8 images in, class probabilities out.
+
+    Args:
+        classifier: a module with `prepare(images)` (scale and normalise uint8 images, as in evaluation)
+            and `forward(prepared) -> logits (batch, classes)` (an `ImageryModule`).
+
+    Shapes: `image (batch, c, h, w) uint8`, already resized to the training image size ->
+    `(batch, classes) float32` probabilities.
+    """
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, image: Tensor) -> Tensor:
+        return torch.softmax(self.classifier(self.classifier.prepare(image)), dim=-1)
+
+
+def image_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
+    """An image classifier with scaling and normalisation in the graph; sizes and classes in the JSON."""
+    if not hasattr(model, "prepare"):
+        return generic_spec(model, checkpoint)
+    meta = checkpoint["adlab_data"]["meta"]
+    shape = (int(meta["channels"]), *(int(size) for size in meta["image_size"]))
+    generator = torch.Generator().manual_seed(0)
+    example = (torch.randint(0, 256, (8, *shape), dtype=torch.uint8, generator=generator),)
+    preprocessing = {
+        "format": "adlab-preprocessing",
+        "version": PREPROCESSING_VERSION,
+        "kind": "images",
+        "classes": list(meta["classes"]),
+        "class_keys": list(meta.get("class_keys", meta["classes"])),
+        "channels": shape[0],
+        "image_size": list(shape[1:]),
+        "mean": meta.get("mean"),
+        "std": meta.get("std"),
+        "inputs": {"image": f"(batch, {shape[0]}, {shape[1]}, {shape[2]}) uint8, pixel values 0-255"},
+        "in_graph": ["scaling to [0, 1] and per-channel normalisation (mean, std)", "softmax"],
+        "outside_graph": [f"decoding and resizing to {shape[1]}x{shape[2]} with {shape[0]} channel(s)"],
+    }
+    return ExportSpec(ImageScoringGraph(model).eval(), example, ["image"], ["probabilities"], preprocessing)
+
+
 def _as_tuple(example: Any) -> tuple[Tensor, ...]:
     if isinstance(example, Tensor):
         return (example,)
@@ -197,10 +241,13 @@ def generic_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
 
 
 def export_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
-    """Pick how a family is exported: tabular scorers with their preprocessing, others generically."""
+    """Pick how a family is exported: tabular scorers and image classifiers with their preprocessing
+    in the graph, any other module generically."""
     meta = (checkpoint.get("adlab_data") or {}).get("meta") or {}
     if meta.get("kind") == "tabular":
         return tabular_spec(model, checkpoint)
+    if meta.get("kind") == "images":
+        return image_spec(model, checkpoint)
     return generic_spec(model, checkpoint)
 
 
