@@ -72,24 +72,34 @@ class BannedWords:
 def sample_copy(
     model: Any,
     tokenizer: CopyTokenizer,
-    prompts: Tensor,
+    prompts: Sequence[Sequence[int]],
     options: DecodingOptions,
     generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[list[str], int]:
-    """Sample one text per prompt.
+    """Sample one text per prompt, all prompts in one batch.
+
+    Prompts may differ in length (a keyword adds tokens): the batch starts at the shortest prompt and a
+    row still inside its prompt is fed its next prompt token instead of a sample, so no padding ever
+    enters the model (an RNN state or attention cache stays exact).
 
     Args:
         model: a net with `decode_step(tokens, cache) -> (logits (batch, vocab), cache)` (`adlab.nets.lm`).
         tokenizer: the tokenizer the model was trained with.
-        prompts: `(batch, prompt_len) int64` control-token prefixes ending with `<text>`, all the same length.
+        prompts: control-token prefixes ending with `<text>` (lists of token ids).
         options: limits and sampling settings.
-        generator: random generator of the draws (on the prompts' device).
+        generator: random generator of the draws (on `device`).
+        device: where the model lives.
 
     Returns:
         The texts (each at most `options.max_chars` characters) and the number of tokens sampled.
     """
-    device = prompts.device
     batch = len(prompts)
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    shortest, longest = int(lengths.min()), int(lengths.max())
+    padded = torch.full((batch, longest), tokenizer.pad_id, dtype=torch.long, device=device)
+    for row, prompt in enumerate(prompts):
+        padded[row, : len(prompt)] = torch.as_tensor(list(prompt), dtype=torch.long)
     piece_chars = torch.tensor(tokenizer.piece_chars, device=device)
     # control tokens, padding and <unk> decode to nothing useful: never sampled inside a text
     never = piece_chars == 0
@@ -99,13 +109,15 @@ def sample_copy(
     chars = torch.zeros(batch, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     texts = [""] * batch
-    sequence = prompts
-    logits, cache = model.decode_step(prompts, None)
+    sequence = padded[:, :shortest]
+    logits, cache = model.decode_step(sequence, None)
     sampled = 0
-    for _ in range(options.max_chars + 1):  # every text token adds >= 1 character, then <eos>
+    # every text token adds >= 1 character, then <eos>: the loop always ends
+    for position in range(shortest, longest + options.max_chars + 1):
+        in_prompt = lengths > position
         room = (options.max_chars - chars).unsqueeze(1)
         blocked = never.unsqueeze(0) | (piece_chars.unsqueeze(0) > room)
-        # an empty text is no headline: <eos> only once something was written (or nothing fits)
+        # an empty text is no headline: <eos> only once something was written, or when nothing else fits
         # (<eos> itself is never blocked above, so "nothing else fits" is: every other token blocked)
         nothing_else_fits = blocked.sum(dim=1) == blocked.shape[1] - 1
         blocked[:, tokenizer.eos_id] = (chars == 0) & ~nothing_else_fits
@@ -114,14 +126,17 @@ def sample_copy(
             torch.isinf(scores).all(dim=1, keepdim=True), _eos_only(scores, tokenizer), scores
         )
         tokens = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
+        writing = ~done & ~in_prompt
         if banned.pattern is not None:
-            tokens = _reject_banned(tokens, scores, texts, done, tokenizer, banned, generator)
+            tokens = _reject_banned(tokens, scores, texts, writing, tokenizer, banned, generator)
         tokens = torch.where(done, torch.full_like(tokens, tokenizer.eos_id), tokens)
-        sampled += int((~done).sum())
-        for row in torch.flatnonzero(~done).tolist():
+        if position < longest:
+            tokens = torch.where(in_prompt, padded[:, position], tokens)
+        sampled += int(writing.sum())
+        for row in writing.nonzero().flatten().tolist():
             texts[row] += tokenizer.pieces[int(tokens[row])]
-        chars += torch.where(done, 0, piece_chars[tokens])
-        done |= tokens == tokenizer.eos_id
+        chars += torch.where(writing, piece_chars[tokens], 0)
+        done |= writing & (tokens == tokenizer.eos_id)
         if bool(done.all()):
             break
         sequence = torch.cat([sequence, tokens.unsqueeze(1)], dim=1)
@@ -147,13 +162,13 @@ def _reject_banned(
     tokens: Tensor,
     scores: Tensor,
     texts: list[str],
-    done: Tensor,
+    writing: Tensor,
     tokenizer: CopyTokenizer,
     banned: BannedWords,
     generator: torch.Generator | None,
 ) -> Tensor:
     """Resample rows whose new token would start a banned word; after `MAX_RESAMPLES` tries, end the text."""
-    for row in torch.flatnonzero(~done).tolist():
+    for row in writing.nonzero().flatten().tolist():
         row_scores = scores[row].clone()
         for _ in range(MAX_RESAMPLES):
             token = int(tokens[row])

@@ -1,0 +1,230 @@
+"""Text source: a CSV or parquet file with a text column (headlines, descriptions) and condition columns.
+
+Each row becomes one token sequence for a conditional language model:
+
+    <col1=value> ... <colK=value> [<keyword> keyword tokens] <text> text tokens <eos> <pad> ...
+
+The control-token prefix carries the conditions; a keyword drawn from the text itself is added to a share of
+the training rows (never to val/test rows, whose bits per character must not be helped by a word of the
+answer), so that users can ask for a keyword at generation time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from adlab.data.sources.base import BuiltData
+from adlab.data.sources.tabular import read_table
+from adlab.errors import AdlabError
+from adlab.text.keywords import draw_keyword
+from adlab.text.tokenizers import KEYWORD, TEXT, CopyTokenizer, control_token
+
+MISSING_VALUE = "?"  # condition value of a missing cell, and of values unseen in training
+SENTENCE_END = re.compile(r"[.!?…](?=\s|$)")
+
+
+def normalise_whitespace(values: pd.Series) -> pd.Series:
+    """Collapse every run of whitespace (newlines, tabs, non-breaking spaces) to one space and strip."""
+    return values.map(lambda text: " ".join(str(text).split()), na_action="ignore").fillna("")
+
+
+def cut_at_sentence(text: str, max_chars: int) -> str:
+    """The longest prefix of whole sentences within `max_chars`; a word boundary when no sentence fits."""
+    if len(text) <= max_chars:
+        return text
+    ends = [
+        match.end() for match in SENTENCE_END.finditer(text, 0, max_chars + 1) if match.end() <= max_chars
+    ]
+    if ends:
+        return text[: ends[-1]].strip()
+    space = text.rfind(" ", 0, max_chars + 1)
+    return text[: space if space > 0 else max_chars].strip()
+
+
+def condition_strings(values: pd.Series) -> pd.Series:
+    """Condition values as strings: integral numbers without ".0", missing cells as `MISSING_VALUE`."""
+    if pd.api.types.is_float_dtype(values) and values.dropna().map(float.is_integer).all():
+        values = values.astype("Int64")
+    return values.astype("string").fillna(MISSING_VALUE).str.strip().replace("", MISSING_VALUE).astype(str)
+
+
+@dataclass
+class TextRaw:
+    """Validated texts: `texts` (n,) str; `conditions` (n, k) str frame; `groups` = texts (duplicates stay together)."""
+
+    texts: np.ndarray
+    conditions: pd.DataFrame
+    labels: np.ndarray
+    groups: np.ndarray
+    dropped_empty: int
+    duplicates: int
+
+
+class TextSource:
+    """Read texts and their conditions from a CSV/parquet file, tokenize them for a conditional LM.
+
+    Args:
+        path: CSV (UTF-8) or parquet file.
+        text: the text column (headlines, descriptions ...).
+        conditions: condition columns (department, class, rating ...); each value becomes a control token.
+        tokenizer: "char" (one token per character) or "bpe"; fitted on the training split only.
+        vocab_size: BPE vocabulary size (ignored for "char").
+        keyword_rate: share of training rows whose prefix carries a keyword drawn from their text.
+        sentence_chars: cut each text at the last sentence end within this many characters (descriptions
+            from review text, e.g. 90); null keeps texts whole.
+        drop_duplicates: keep only the first row of each exact duplicate text (counted in meta). Either way
+            duplicates never straddle splits: identical texts form one group for the splitter.
+        seed: seed of the keyword draws.
+        name: dataset name used in messages and metadata.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        text: str,
+        conditions: list[str] | None = None,
+        tokenizer: str = "char",
+        vocab_size: int = 2000,
+        keyword_rate: float = 0.5,
+        sentence_chars: int | None = None,
+        drop_duplicates: bool = False,
+        seed: int = 0,
+        name: str = "text",
+    ):
+        if not 0.0 <= keyword_rate <= 1.0:
+            raise AdlabError(f"data.source.keyword_rate={keyword_rate}: expected a share between 0 and 1")
+        if isinstance(conditions, str):
+            conditions = [conditions]
+        self.path = str(path)
+        self.text = text
+        self.conditions = list(conditions or [])
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.keyword_rate = keyword_rate
+        self.sentence_chars = sentence_chars
+        self.drop_duplicates = drop_duplicates
+        self.seed = seed
+        self.name = name
+
+    def load(self) -> TextRaw:
+        """Read the file, check the columns, normalise whitespace, drop (and count) empty texts."""
+        frame = read_table(self.path)
+        missing = [c for c in [self.text, *self.conditions] if c not in frame.columns]
+        if missing:
+            raise AdlabError(
+                f"{self.path}: columns {missing} not found; columns are {list(frame.columns)[:20]}"
+            )
+        texts = normalise_whitespace(frame[self.text])
+        if self.sentence_chars:
+            texts = texts.map(lambda text: cut_at_sentence(text, int(self.sentence_chars)))
+        keep = (texts != "").to_numpy()
+        if not keep.any():
+            raise AdlabError(f"{self.path}: text column '{self.text}' holds no non-empty text")
+        dropped_empty = int((~keep).sum())
+        duplicates = int((texts[keep].duplicated()).sum())
+        if self.drop_duplicates:
+            keep = keep & ~texts.duplicated().to_numpy()
+        texts = texts[keep].to_numpy(dtype=object)
+        conditions = pd.DataFrame(
+            {c: condition_strings(frame[c][keep]).to_numpy() for c in self.conditions},
+            index=range(len(texts)),
+        )
+        # stratify the split on the first condition, so every department is in every split
+        labels = (
+            pd.factorize(conditions[self.conditions[0]])[0]
+            if self.conditions
+            else np.zeros(len(texts), dtype=int)
+        )
+        return TextRaw(texts, conditions, labels, texts.astype(str), dropped_empty, duplicates)
+
+    def build(self, raw: TextRaw, splits: dict[str, np.ndarray]) -> BuiltData:
+        """Fit the tokenizer and condition vocabularies on train; return token tensors for every split."""
+        train_rows = splits["train"]
+        values = {
+            c: sorted(set(raw.conditions[c].iloc[train_rows]) - {MISSING_VALUE}) for c in self.conditions
+        }
+        controls = [control_token(c, v) for c in self.conditions for v in [MISSING_VALUE, *values[c]]]
+        tokenizer = CopyTokenizer.train(
+            (raw.texts[i] for i in train_rows), self.tokenizer, self.vocab_size, controls
+        )
+        encoded = tokenizer.encode_batch(list(raw.texts))
+        rng = np.random.default_rng(self.seed)
+        keywords: dict[int, str] = {}
+        for row in train_rows:
+            if rng.random() < self.keyword_rate and (word := draw_keyword(raw.texts[row], rng)):
+                keywords[int(row)] = word
+        keyword_ids = dict(zip(keywords, tokenizer.encode_batch(list(keywords.values())), strict=True))
+        prefixes = self._prefixes(raw, tokenizer, values, keyword_ids)
+        length = max(len(p) + len(e) + 1 for p, e in zip(prefixes, encoded, strict=True))
+        tensors = {}
+        for stage, rows in splits.items():
+            tokens = torch.full((len(rows), length), tokenizer.pad_id, dtype=torch.int64)
+            prefix_length = torch.empty(len(rows), dtype=torch.int64)
+            for position, row in enumerate(rows):
+                sequence = [*prefixes[row], *encoded[row], tokenizer.eos_id]
+                tokens[position, : len(sequence)] = torch.tensor(sequence)
+                prefix_length[position] = len(prefixes[row])
+            tensors[stage] = {
+                "tokens": tokens,
+                "prefix_length": prefix_length,
+                # every character plus the end of the text: what bits per character divide by
+                "chars": torch.tensor([len(raw.texts[row]) + 1 for row in rows], dtype=torch.int64),
+                "row": torch.as_tensor(rows, dtype=torch.int64),
+            }
+        train_texts = sorted(set(raw.texts[train_rows]))
+        meta = {
+            "kind": "text",
+            "dataset": self.name,
+            "tokenizer": self.tokenizer,
+            "vocab_size": tokenizer.vocab_size,
+            "max_tokens": length,
+            "conditions": {
+                c: {v: int(n) for v, n in raw.conditions[c].iloc[train_rows].value_counts().items()}
+                for c in self.conditions
+            },
+            "rows": {stage: int(len(rows)) for stage, rows in splits.items()},
+            "dropped_empty": raw.dropped_empty,
+            # rows repeating an earlier text (dropped when drop_duplicates, else kept in one split)
+            "duplicate_rows": raw.duplicates,
+            "train_chars_per_token": float(
+                sum(len(raw.texts[r]) + 1 for r in train_rows) / sum(len(encoded[r]) + 1 for r in train_rows)
+            ),
+        }
+        state = {
+            "kind": "text",
+            "version": 1,
+            "text": self.text,
+            "conditions": self.conditions,
+            "tokenizer": tokenizer.to_json(),
+            # novelty of generated copy is measured against these
+            "train_texts": train_texts,
+        }
+        return BuiltData(tensors, meta, state)
+
+    def _prefixes(
+        self,
+        raw: TextRaw,
+        tokenizer: CopyTokenizer,
+        values: dict[str, list[str]],
+        keyword_ids: dict[int, list[int]],
+    ) -> list[list[int]]:
+        """Control-token prefix of every row; values unseen in training map to the column's `?` token."""
+        columns = []
+        for column in self.conditions:
+            known = set(values[column])
+            ids = {v: tokenizer.token_id(control_token(column, v)) for v in [MISSING_VALUE, *known]}
+            missing = ids[MISSING_VALUE]
+            columns.append([ids.get(v, missing) for v in raw.conditions[column]])
+        keyword, text = tokenizer.token_id(KEYWORD), tokenizer.token_id(TEXT)
+        prefixes = []
+        for row in range(len(raw.texts)):
+            prefix = [column[row] for column in columns]
+            if row in keyword_ids:
+                prefix += [keyword, *keyword_ids[row]]
+            prefixes.append([*prefix, text])
+        return prefixes
