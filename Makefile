@@ -1,0 +1,39 @@
+# adlab: every target installs what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision as this machine's pip serves them (a capped local index); override elsewhere,
+# e.g. `make install TORCH="torch torchvision"`
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.adlab-installed
+export HF_HUB_OFFLINE ?= 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev,sweeps,serve]"
+	touch $(STAMP)
+
+# fetch CoIL 2000, train the flagship propensity scorer, print its test metrics beside the baseline's
+demo: install
+	$(BIN)/adlab-data fetch coil2000
+	$(BIN)/adlab-train experiment=propensity_coil extras.print_config=false
+
+test: install
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+bench: install
+	$(BIN)/python scripts/bench_harness.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -1,0 +1,1 @@
+"""Data: registry datasets, sources that read files, and the one data module."""

@@ -1,0 +1,115 @@
+"""`MarketingDataModule`: the only LightningDataModule in adlab, shared by every model family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+
+from adlab.data.loaders import TensorBatchLoader
+from adlab.data.splits import STAGES, official_split, random_split
+from adlab.errors import AdlabError
+
+
+class MarketingDataModule(L.LightningDataModule):
+    """Split a source's rows, fit preprocessing on train only, and serve tensor-indexed batches.
+
+    Args:
+        source: a source object (`adlab.data.sources`): `load()` then `build(raw, splits)`.
+        split: "official" (the dataset's own test set, val carved from training) or three fractions
+            `[train, val, test]` summing to 1; default 60/20/20.
+        val_fraction: with `split="official"`, the share of the official training rows used as val.
+        batch_size: training batch size.
+        eval_batch_size: batch size of val/test (default: 4 x batch_size).
+        seed: seed of the split and of the shuffling (the harness passes the run's seed).
+        drop_last: drop the last short training batch.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        split: str | list[float] = (0.6, 0.2, 0.2),
+        val_fraction: float = 0.2,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        seed: int = 1,
+        drop_last: bool = False,
+    ):
+        super().__init__()
+        self.source = source
+        self.split = split
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 4 * batch_size
+        self.seed = seed
+        self.drop_last = drop_last
+        self.splits: dict[str, np.ndarray] | None = None
+        self.tensors: dict[str, dict[str, Any]] = {}
+        self.meta: dict[str, Any] = {}
+        self.preprocessing: dict[str, Any] = {}
+        self.raw: Any = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and validate the source, split it and fit preprocessing (once; later calls are no-ops)."""
+        if self.splits is not None:
+            return
+        raw = self.source.load()
+        groups = getattr(raw, "groups", None)
+        official = getattr(raw, "official", None)
+        if isinstance(self.split, str):
+            if self.split != "official":
+                raise AdlabError(f"data.split={self.split!r}: expected 'official' or [train, val, test] fractions")
+            if official is None:
+                raise AdlabError("data.split=official: this source declares no official split; give fractions")
+            splits = official_split(official, raw.labels, self.val_fraction, self.seed, groups)
+        else:
+            splits = random_split(raw.labels, list(self.split), self.seed, groups)
+        built = self.source.build(raw, splits)
+        self.raw, self.splits = raw, splits
+        self.tensors, self.meta, self.preprocessing = built.tensors, built.meta, built.state
+
+    def save_splits(self, directory: str | Path) -> Path:
+        """Write the row indices of every split to `<directory>/splits.npz`."""
+        path = Path(directory) / "splits.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{stage: self.splits[stage] for stage in STAGES})
+        return path
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _shard(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def loader(self, stage: str, shuffle: bool | None = None) -> TensorBatchLoader:
+        """A batch loader over one split's tensors (training shuffles by default)."""
+        training = stage == "train"
+        return TensorBatchLoader(
+            self.tensors[stage],
+            self.batch_size if training else self.eval_batch_size,
+            shuffle=training if shuffle is None else shuffle,
+            seed=self.seed,
+            drop_last=self.drop_last and training,
+            epoch=self._epoch,
+            shard=self._shard,
+        )
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self.loader("train")
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self.loader("test")
+
+    def predict_dataloader(self) -> TensorBatchLoader:
+        return self.loader("test")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved inside checkpoints: the fitted preprocessing and the data meta."""
+        return {"preprocessing": self.preprocessing, "meta": self.meta}
