@@ -19,6 +19,7 @@ from adlab.export import export_checkpoint
 from adlab.generate import load_model
 from adlab.serving.app import create_app
 from adlab.serving.batch import score_file
+from adlab.serving.schema import TabularSchema
 from adlab.serving.scorer import load_scorer
 from adlab.train import train
 from tests.conftest import TINY, compose_config
@@ -80,6 +81,24 @@ def test_export_matches_pytorch_on_held_out_rows(packages, held_out, fmt):
     assert "test/auroc" in metadata["training_metrics"]
     assert preprocessing["version"] == 1 and len(preprocessing["features"]) == 85
     assert preprocessing["features"][0]["vocabulary"][0].startswith("subtype")
+
+
+def test_missing_numerics_take_the_training_fill(run, packages, held_out):
+    # a model trained with data.source.impute: serving fills missing numerics as training did
+    preprocessing = json.loads((packages["onnx"] / "preprocessing.json").read_text())
+    schema = TabularSchema({**preprocessing, "allow_missing_numeric": True})
+    frame = features(held_out[0]).head(30).copy()
+    frame.iloc[::3, 5] = np.nan
+    frame.iloc[1::4, 40] = np.nan
+    checkpoint = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    state = checkpoint["adlab_data"]["preprocessing"]
+    expected = TabularPreprocessor.from_state(state).transform(frame)[1].numpy()
+    mean, scale = np.asarray(state["mean"]), np.asarray(state["scale"])
+    table_numeric = schema.encode_table(pa.Table.from_pandas(frame, preserve_index=False))[1]
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    record_numeric = schema.encode_records(records)[1]
+    for numeric in (table_numeric, record_numeric):
+        assert np.max(np.abs((numeric - mean) / scale - expected)) <= 1e-5
 
 
 def test_export_refuses_what_is_not_a_checkpoint(tmp_path):

@@ -6,10 +6,11 @@ A package is a directory (see `adlab.serving.package` for the reader):
 - `preprocessing.json`: versioned description of the inputs and of the preprocessing fitted on train.
 - `metadata.json`: model version, family, features, training metrics (the run's metrics.json), parity check.
 
-The propensity scorer is exported with its numeric preprocessing inside the graph (missing-value fill,
-standardisation) and a sigmoid at the end, so the graph maps raw numeric values and vocabulary indices
-to a purchase probability; the vocabularies (strings, which graph runtimes handle poorly) live in
-`preprocessing.json`, where `adlab.serving` turns them into lookup tables. Any other family is exported
+The propensity scorer is exported with its numeric standardisation inside the graph and a sigmoid at
+the end, so the graph maps unscaled numeric values and vocabulary indices to a purchase probability;
+the vocabularies (strings, which graph runtimes handle poorly) and the missing-value fill (a select
+over every value, which costs ONNX Runtime more than the rest of the scaling) live in
+`preprocessing.json`, where `adlab.serving.schema` applies them with lookup tables built once. Any other family is exported
 generically from its `example_input_array` and `forward`, with its fitted preprocessing state copied into
 `preprocessing.json` as it is.
 """
@@ -55,30 +56,25 @@ PARITY_TOLERANCE = 1e-5  # max |exported - eager| on any output, checked before 
 
 
 class TabularScoringGraph(nn.Module):
-    """A propensity scorer with its numeric preprocessing: raw values in, purchase probability out.
+    """A propensity scorer with its numeric scaling: unscaled values in, purchase probability out.
 
     Args:
         scorer: module mapping `(categorical, scaled numeric)` to logits `(batch,)` (a `PropensityModule`).
-        fill: per-column value for missing numerics `(n_num,)`, fitted on train.
-        mean: per-column mean after filling `(n_num,)`.
-        scale: per-column standard deviation after filling `(n_num,)`, zeros replaced by 1.
+        mean: per-column mean of the (filled) training values `(n_num,)`.
+        scale: per-column standard deviation `(n_num,)`, zeros replaced by 1.
 
     Shapes: `categorical (batch, n_cat) int64` vocabulary indices (0 = unknown),
-    `numeric (batch, n_num) float32` raw values, NaN or inf = missing -> `(batch,) float32` probability.
+    `numeric (batch, n_num) float32` unscaled values with missing ones already filled ->
+    `(batch,) float32` probability.
     """
 
-    def __init__(
-        self, scorer: nn.Module, fill: Sequence[float], mean: Sequence[float], scale: Sequence[float]
-    ):
+    def __init__(self, scorer: nn.Module, mean: Sequence[float], scale: Sequence[float]):
         super().__init__()
         self.scorer = scorer
-        self.register_buffer("fill", torch.tensor(fill, dtype=torch.float32))
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
 
     def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
-        # training replaced inf by NaN before filling; both count as missing here
-        numeric = torch.where(torch.isfinite(numeric), numeric, self.fill)
         return torch.sigmoid(self.scorer(categorical, (numeric - self.mean) / self.scale))
 
 
@@ -103,7 +99,7 @@ class ExportSpec:
 
 def _tabular_parity_inputs(state: dict[str, Any], rows: int, seed: int) -> tuple[Tensor, Tensor]:
     """Inputs drawn from the fitted schema: every vocabulary index (0 = unseen included) and numerics
-    spread around the training distribution, with some missing values."""
+    spread around the training distribution."""
     generator = np.random.default_rng(seed)
     categorical = (
         np.stack(
@@ -115,7 +111,6 @@ def _tabular_parity_inputs(state: dict[str, Any], rows: int, seed: int) -> tuple
     )
     mean, scale = np.asarray(state["mean"]), np.asarray(state["scale"])
     numeric = mean + scale * generator.normal(0.0, 2.0, size=(rows, len(mean)))
-    numeric[generator.random(numeric.shape) < 0.05] = np.nan
     return torch.from_numpy(categorical.astype(np.int64)), torch.from_numpy(numeric.astype(np.float32))
 
 
@@ -123,7 +118,7 @@ def tabular_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
     """The propensity scorer with its numeric preprocessing in the graph, vocabularies in the JSON."""
     state = checkpoint["adlab_data"]["preprocessing"]
     source = (checkpoint["adlab_config"].get("data") or {}).get("source") or {}
-    graph = TabularScoringGraph(model, state["fill"], state["mean"], state["scale"]).eval()
+    graph = TabularScoringGraph(model, state["mean"], state["scale"]).eval()
     features = [
         {"name": name, "kind": "categorical", "vocabulary": state["vocabularies"][name]}
         for name in state["categorical"]
@@ -144,10 +139,13 @@ def tabular_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
         "target": source.get("target"),
         "inputs": {
             "categorical": "(batch, n_categorical) int64: 1 + position in the feature's vocabulary, 0 = unseen",
-            "numeric": "(batch, n_numeric) float32: raw values, NaN = missing",
+            "numeric": "(batch, n_numeric) float32: unscaled values, missing ones replaced by `fill`",
         },
-        "in_graph": ["numeric missing-value fill", "numeric standardisation", "sigmoid"],
-        "outside_graph": ["category -> vocabulary index (categories are text, as in training)"],
+        "in_graph": ["numeric standardisation (mean, scale)", "sigmoid"],
+        "outside_graph": [
+            "category -> 1 + vocabulary position (categories are text, as in training; unseen -> 0)",
+            "missing numeric -> fill (refused when allow_missing_numeric is false)",
+        ],
     }
     example = _tabular_parity_inputs(state, 64, seed=0)
     return ExportSpec(graph, example, ["categorical", "numeric"], ["probability"], preprocessing)

@@ -2,10 +2,12 @@
 
 Two paths share one schema: JSON records (one request at a time, plain Python, lookup tables built
 once) and Arrow record batches (files and large batches, vectorised). Both produce the graph's inputs,
-`categorical (n, n_cat) int64` vocabulary indices and `numeric (n, n_num) float32` raw values, with the
-same rules as training (`adlab.data.sources.tabular`): categories are text, a missing category is the
-`<missing>` token, an unseen one is index 0; numerics must be numbers, and may be missing only when
-the model was trained with an imputation.
+`categorical (n, n_cat) int64` vocabulary indices and `numeric (n, n_num) float32` unscaled values, with
+the same rules as training (`adlab.data.sources.tabular`): categories are text, a missing category is
+the `<missing>` token, an unseen one is index 0; numerics must be numbers, and may be missing (null,
+NaN, inf) only when the model was trained with an imputation, in which case they take the training
+fill. The fill happens here rather than in the graph: a select over every value costs ONNX Runtime
+more than the rest of the graph's preprocessing, and missing values are rare.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from adlab.errors import AdlabError
 MISSING = "<missing>"  # the token training gave missing categories (adlab.data.sources.tabular.MISSING)
 UNKNOWN = 0  # vocabulary index of unseen categories
 _NUMBER_TYPES = {int, float}
+ROW_BLOCK = 4096  # rows transposed at a time when a table's columns become the graph's row-major input
 
 
 class SchemaError(AdlabError):
@@ -40,16 +43,14 @@ def _as_number(text: str) -> float | None:
         return None
 
 
-def _all_numbers(text: pa.ChunkedArray | pa.Array) -> bool:
-    """Whether every non-null value of a text column parses as a number (and there is one)."""
-    present = pc.drop_null(text)
-    if len(present) == 0:
-        return False
-    try:
-        pc.cast(present, pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return False
-    return True
+def _all_numbers(values: pa.ChunkedArray | pa.Array, limit: int = 1000) -> bool:
+    """Whether every distinct non-null value of a text column parses as a number (and there is one).
+
+    Only called on values missing from a vocabulary, so the distinct values are usually few; past
+    `limit` of them a sample decides.
+    """
+    distinct = pc.unique(pc.drop_null(values)).to_pylist()[:limit]
+    return bool(distinct) and all(_as_number(value) is not None for value in distinct)
 
 
 def _is_string(kind: pa.DataType) -> bool:
@@ -90,6 +91,8 @@ class TabularSchema:
             numbers = [_as_number(value) for value in vocabulary]
             if vocabulary and all(number is not None for number in numbers):
                 self.numeric_lookups[name] = {n: p + 1 for p, n in enumerate(numbers)}
+        # missing numerics take the training fill (median/mean/zero of train), as in training
+        self.fill = np.array([f["fill"] for f in features if f["kind"] == "numeric"], dtype=np.float32)
         self._name_set = set(self.names)
         self._value_sets = {name: pa.array(v, type=pa.string()) for name, v in self.vocabularies.items()}
         self._categorical_items = [(name, self.lookups[name]) for name in self.categorical]
@@ -142,7 +145,7 @@ class TabularSchema:
         Args:
             record: `{feature name: value}` with every feature and nothing else.
             categorical: `(n_cat,) int64` row to fill with vocabulary indices.
-            numeric: `(n_num,) float32` row to fill with raw values (NaN = missing).
+            numeric: `(n_num,) float32` row to fill with raw values (missing ones take the training fill).
         """
         if type(record) is not dict:
             raise SchemaError(f"expected a JSON object of feature values, got {type(record).__name__}")
@@ -171,10 +174,13 @@ class TabularSchema:
                 n for n, v in zip(self.numeric, values, strict=True) if type(v) is int and abs(v) > 1e38
             )
             raise SchemaError(f"feature '{name}' is out of range for a number", name) from None
-        if not self.allow_missing and not np.isfinite(numeric).all():
-            raise self._bad_numeric(record) or SchemaError(
-                f"feature '{self.numeric[int(np.argmin(np.isfinite(numeric)))]}' is out of range for float32"
-            )
+        finite = np.isfinite(numeric)
+        if not finite.all():
+            if not self.allow_missing:
+                raise self._bad_numeric(record) or SchemaError(
+                    f"feature '{self.numeric[int(np.argmin(finite))]}' is out of range for float32"
+                )
+            np.copyto(numeric, self.fill, where=~finite)
 
     def encode_records(self, records: Any) -> tuple[np.ndarray, np.ndarray]:
         """Validate a list of JSON objects; `(n, n_cat) int64`, `(n, n_num) float32`."""
@@ -215,15 +221,16 @@ class TabularSchema:
                 (lookup.get(v, UNKNOWN) for v in values.tolist()), dtype=np.int64, count=len(values)
             )
         text = pc.cast(column, pa.string())
-        if name not in self.numeric_lookups and _all_numbers(text):
+        positions = pc.index_in(text.fill_null(MISSING), value_set=self._value_sets[name])
+        unseen = positions.null_count
+        if unseen and unseen == len(text) - text.null_count and name not in self.numeric_lookups:
             # text files carry no types: a column of numbers where training saw words is the wrong column
-            example = self.vocabularies[name][0] if self.vocabularies[name] else "a word"
-            raise SchemaError(
-                f"column '{name}' holds numbers; expected text categories such as {example!r}", name
-            )
-        text = text.fill_null(MISSING)
-        positions = pc.fill_null(pc.index_in(text, value_set=self._value_sets[name]), -1)
-        return positions.to_numpy(zero_copy_only=False).astype(np.int64) + 1
+            if _all_numbers(text):
+                example = self.vocabularies[name][0] if self.vocabularies[name] else "a word"
+                raise SchemaError(
+                    f"column '{name}' holds numbers; expected text categories such as {example!r}", name
+                )
+        return pc.fill_null(positions, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
 
     def encode_table(self, table: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
         """Validate and encode an Arrow table; `(n, n_cat) int64`, `(n, n_num) float32`.
@@ -237,12 +244,17 @@ class TabularSchema:
         numeric = np.empty((rows, len(self.numeric)), dtype=np.float32)
         for position, name in enumerate(self.categorical):
             categorical[:, position] = self._encode_categorical(name, table.column(name))
-        for position, name in enumerate(self.numeric):
-            # nulls become NaN in float64; integers and decimals are converted on the way
-            numeric[:, position] = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
-        if not self.allow_missing:
-            finite = np.isfinite(numeric)
-            if not finite.all():
+        # nulls become NaN in float64; integers and decimals are converted on the way
+        columns = [
+            pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False) for name in self.numeric
+        ]
+        for start in range(0, rows, ROW_BLOCK):
+            # column -> row-major transposition in blocks that stay in cache (2-3x faster than whole columns)
+            block = slice(start, start + ROW_BLOCK)
+            numeric[block] = np.stack([column[block] for column in columns], axis=1) if columns else 0
+        finite = np.isfinite(numeric)
+        if not finite.all():
+            if not self.allow_missing:
                 bad = np.flatnonzero(~finite.all(axis=0))[0]
                 name = self.numeric[bad]
                 count = int((~finite[:, bad]).sum())
@@ -250,4 +262,5 @@ class TabularSchema:
                     f"column '{name}' has {count} missing or non-finite values; the model was trained without imputation",
                     name,
                 )
+            np.copyto(numeric, self.fill, where=~finite)
         return categorical, numeric
