@@ -77,7 +77,7 @@ def train_config(tmp_path, coil_data_dir):
     def make(overrides: list[str] | None = None, output_dir: Path | None = None) -> DictConfig:
         return compose_config(
             "train",
-            [f"paths.data_dir={coil_data_dir}", *TINY, *(overrides or [])],
+            [f"paths.data_dir={coil_data_dir}", f"paths.log_dir={tmp_path}", *TINY, *(overrides or [])],
             output_dir or tmp_path / "run",
         )
 

@@ -23,9 +23,11 @@ from adlab.utils.build import (
     finish_wandb,
     git_commit,
     resolved_config,
+    save_wandb_run_id,
 )
 from adlab.utils.configs import config_dir, register_resolvers
 from adlab.utils.io import write_metrics
+from adlab.utils.ledger import append_to_ledger
 from adlab.utils.report import print_metrics_table, run_baselines
 
 
@@ -60,6 +62,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer = build_trainer(cfg, build_callbacks(cfg, resolved), loggers)
         if trainer.is_global_zero:
             datamodule.save_splits(output_dir)
+            save_wandb_run_id(loggers, output_dir / "checkpoints")
         for logger in loggers:
             logger.log_hyperparams(resolved)
         metrics: dict[str, Any] = {}
@@ -82,6 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trainer.is_global_zero:
             metrics.update(run_baselines(cfg, datamodule))
             write_metrics(output_dir / "metrics.json", metrics)
+            append_to_ledger(cfg, metrics)
             print_metrics_table(metrics)
         return metrics
     finally:

@@ -76,8 +76,34 @@ def build_loggers(cfg: DictConfig, job_type: str) -> list[Logger]:
                 if logger_cfg.get("offline") is None:
                     logger_cfg.offline = os.environ.get("WANDB_MODE") == "offline" or not _wandb_has_key()
                 logger_cfg.job_type = job_type
+                run_id = previous_wandb_run_id(cfg.get("ckpt_path"))
+                if run_id:  # resuming: continue the W&B run of the checkpoint's job
+                    logger_cfg.id = run_id
+                    logger_cfg.resume = "allow"
         loggers.append(instantiate(logger_cfg, _convert_="all"))
     return loggers
+
+
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def previous_wandb_run_id(ckpt_path: str | None) -> str | None:
+    """The W&B run id saved beside a checkpoint by the job that wrote it."""
+    if not ckpt_path:
+        return None
+    saved = Path(ckpt_path).parent / WANDB_ID_FILE
+    return saved.read_text().strip() or None if saved.is_file() else None
+
+
+def save_wandb_run_id(loggers: list[Logger], checkpoint_dir: str | Path) -> None:
+    """Write the W&B run id beside the checkpoints so that a resumed job continues the same run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            path = Path(checkpoint_dir) / WANDB_ID_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(logger.experiment.id + "\n")
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
