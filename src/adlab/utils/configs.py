@@ -30,3 +30,32 @@ def register_resolvers() -> None:
         # A short random suffix keeps run directories apart even when jobs start in the same second
         # on different nodes; `use_cache` keeps one value per config so every reference agrees.
         OmegaConf.register_new_resolver("adlab_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+
+
+def compose(config_name: str, overrides: list[str], output_dir: str | Path):
+    """Compose an adlab config from Python exactly as the CLI would, writing into `output_dir`.
+
+    Hydra's runtime fields (output dir, cwd) are filled in so that interpolations such as
+    `${hydra:runtime.output_dir}` resolve; the result can be passed to `adlab.train.train`.
+    """
+    import os
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(Path(output_dir).resolve())
+        cfg.hydra.runtime.cwd = os.getcwd()
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
