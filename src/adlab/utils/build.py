@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
@@ -18,9 +19,22 @@ from adlab.callbacks.seeding import EpochSeed
 from adlab.errors import AdlabError
 
 
+def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, re-raising an `AdlabError` from a constructor as itself (Hydra wraps it)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, AdlabError):
+            raise cause from None
+        raise
+
+
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """Instantiate `cfg.data` and run its setup, so that data errors surface before anything is written."""
-    datamodule = instantiate(cfg.data, seed=cfg.seed, _convert_="partial")
+    datamodule = _instantiate(cfg.data, seed=cfg.seed, _convert_="partial")
     datamodule.setup("fit")
     return datamodule
 
@@ -28,7 +42,7 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 def build_model(cfg: DictConfig, meta: dict[str, Any]) -> L.LightningModule:
     """Instantiate `cfg.model` with the data module's `meta`."""
     try:
-        return instantiate(cfg.model, meta=meta, _convert_="partial")
+        return _instantiate(cfg.model, meta=meta, _convert_="partial")
     except TypeError as error:
         raise AdlabError(f"model config does not fit {cfg.model.get('_target_')}: {error}") from None
 
