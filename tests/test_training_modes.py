@@ -101,3 +101,40 @@ def test_ddp_on_cpu_with_two_processes(coil_data_dir, tmp_path):
     )
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     assert "test/auroc" in metrics and "test/top20_hits" in metrics
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["debug=fdr"],
+        ["debug=limit"],
+        ["debug=overfit", "trainer.max_epochs=2"],
+        ["trainer.precision=bf16-mixed", "debug=fdr"],
+    ],
+    ids=["fdr", "limit", "overfit", "bf16"],
+)
+def test_debug_modes_and_precision(overrides, train_config):
+    metrics = train(train_config(["experiment=propensity_coil", *overrides]))
+    assert "test/auroc" in metrics
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "ddp_cpu", "fsdp"])
+def test_trainer_configs_compose(trainer, tmp_path):
+    cfg = compose_config("train", [f"trainer={trainer}"], tmp_path)
+    assert cfg.trainer._target_ == "lightning.Trainer"
+    if trainer in ("cpu", "ddp_cpu"):
+        instantiate(cfg.trainer)
+
+
+def test_built_wheel_carries_the_configs(tmp_path):
+    """A wheel (not only an editable install) must find configs/: they are packaged as adlab/configs."""
+    import zipfile
+
+    from hatchling.builders.wheel import WheelBuilder
+
+    root = Path(__file__).resolve().parents[1]
+    wheel = Path(next(WheelBuilder(str(root)).build(directory=str(tmp_path), versions=["standard"])))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "adlab/configs/train.yaml" in names
+    assert "adlab/configs/experiment/propensity_coil.yaml" in names
+    assert "adlab/utils/configs.py" in names

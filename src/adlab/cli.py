@@ -13,6 +13,9 @@ from typing import Any
 from adlab.errors import AdlabError
 
 EXIT_USER_ERROR = 2
+# Hydra flags that take a value, and flags after which no config of ours is composed
+VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+SKIP_CHECK_FLAGS = {"-h", "--help", "--hydra-help", "-i", "-cp", "-cn", "-cd", "--experimental-rerun"}
 
 
 def fail(message: str) -> None:
@@ -63,11 +66,16 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
 
     from adlab.utils.configs import config_dir, register_resolvers
 
-    if any(arg in ("-h", "--help", "--hydra-help", "--info", "-i") for arg in argv):
-        return
-    overrides = [
-        a for a in argv if not a.startswith("-") and not a.startswith(("hydra.", "hydra/", "+hydra"))
-    ]
+    if any(arg in SKIP_CHECK_FLAGS or arg.startswith(("--config-", "--info")) for arg in argv):
+        return  # help, info and another config: Hydra handles these itself
+    overrides, skip_next = [], False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg in VALUE_FLAGS:
+            skip_next = True  # the flag's value (`--cfg job`) is not an override
+        elif not arg.startswith("-") and not arg.startswith(("hydra.", "hydra/", "+hydra")):
+            overrides.append(arg)
     register_resolvers()
     try:
         overrides = _first_values(overrides)
