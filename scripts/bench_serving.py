@@ -62,10 +62,10 @@ def train_model(work: Path) -> Path:
     return run / "checkpoints" / "best.ckpt"
 
 
-def held_out_rows(checkpoint: dict[str, Any], names: list[str]) -> pd.DataFrame:
+def held_out_rows(checkpoint: dict[str, Any], names: list[str], path: str | None = None) -> pd.DataFrame:
     """The raw feature values of the data's official test rows (never seen in training)."""
     source = checkpoint["adlab_config"]["data"]["source"]
-    frame = pd.read_parquet(source["path"])
+    frame = pd.read_parquet(path or source["path"])
     if source.get("split_column"):
         frame = frame[frame[source["split_column"]] == "test"]
     return frame[names].reset_index(drop=True)
@@ -302,6 +302,7 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=1_000_000, help="rows scored for batch throughput")
     parser.add_argument("--requests", type=int, default=20000, help="HTTP requests sent")
     parser.add_argument("--concurrency", type=int, default=32, help="HTTP requests in flight")
+    parser.add_argument("--data", help="the training table, when not where the checkpoint says (another machine)")
     parser.add_argument("--work-dir", help="where the model, package and files go (default: a temporary dir)")
     args = parser.parse_args()
 
@@ -318,7 +319,7 @@ def main() -> None:
         package = export_checkpoint(ckpt, "onnx", work / "package")
         checkpoint = load_checkpoint(ckpt)
         schema = TabularSchema(json.loads((package / "preprocessing.json").read_text()))
-        frame = held_out_rows(checkpoint, schema.names)
+        frame = held_out_rows(checkpoint, schema.names, args.data)
         records = frame.to_dict("records")
         results: dict[str, Any] = {
             "model_version": json.loads((package / "metadata.json").read_text())["model_version"]

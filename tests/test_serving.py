@@ -213,6 +213,7 @@ def test_service_rejects_malformed_requests_with_422(client, held_out):
         "null number": (json.dumps(dict(record, NUM03=None)).encode(), "NUM03"),
         "NaN": (json.dumps(dict(record, NUM03=float("nan"))).encode(), "NUM03"),
         "huge integer": (json.dumps(dict(record, NUM03=10**400)).encode(), "NUM03"),
+        "beyond float32": (json.dumps(dict(record, NUM03=1e39)).encode(), "NUM03"),
         "number as category": (json.dumps(dict(record, MOSTYPE=3)).encode(), "MOSTYPE"),
         "list as category": (json.dumps(dict(record, MOSTYPE=["a"])).encode(), "MOSTYPE"),
     }

@@ -13,7 +13,8 @@ more than the rest of the graph's preprocessing, and missing values are rare.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,11 @@ class TabularSchema:
         self.fill = np.array([f["fill"] for f in features if f["kind"] == "numeric"], dtype=np.float32)
         self._name_set = set(self.names)
         self._value_sets = {name: pa.array(v, type=pa.string()) for name, v in self.vocabularies.items()}
+        # a C-level getter of the numeric values in graph order (a tuple, whatever the count)
+        if len(self.numeric) > 1:
+            self._numeric_values: Callable[[dict[str, Any]], Any] = operator.itemgetter(*self.numeric)
+        else:
+            self._numeric_values = lambda record: tuple(record[name] for name in self.numeric)
         self._categorical_items = [(name, self.lookups[name]) for name in self.categorical]
         self._missing_index = {name: lookup.get(MISSING, UNKNOWN) for name, lookup in self.lookups.items()}
 
@@ -155,14 +161,14 @@ class TabularSchema:
                 categorical[position] = (
                     lookup.get(value, UNKNOWN) if type(value) is str else self._category_index(name, value)
                 )
-            values = [record[name] for name in self.numeric]
+            values = self._numeric_values(record)
         except KeyError as error:
             name = error.args[0]
             raise SchemaError(f"feature '{name}' is missing", name) from None
         if len(record) != len(self.names):
             extra = next(key for key in record if key not in self._name_set)
             raise SchemaError(f"'{extra}' is not a feature of this model", str(extra))
-        if not set(map(type, values)) <= _NUMBER_TYPES:
+        if not _NUMBER_TYPES.issuperset(map(type, values)):
             error = self._bad_numeric(record)
             if error is not None:
                 raise error
@@ -174,11 +180,16 @@ class TabularSchema:
                 n for n, v in zip(self.numeric, values, strict=True) if type(v) is int and abs(v) > 1e38
             )
             raise SchemaError(f"feature '{name}' is out of range for a number", name) from None
-        finite = np.isfinite(numeric)
-        if not finite.all():
+        # one sum is the cheapest finiteness test of a row (NaN and inf propagate); a sum that merely
+        # overflows only sends the row through the exact test
+        if not math.isfinite(numeric.sum()):
+            finite = np.isfinite(numeric)
+            if finite.all():
+                return
             if not self.allow_missing:
+                name = self.numeric[int(np.argmin(finite))]
                 raise self._bad_numeric(record) or SchemaError(
-                    f"feature '{self.numeric[int(np.argmin(finite))]}' is out of range for float32"
+                    f"feature '{name}' is out of range for float32", name
                 )
             np.copyto(numeric, self.fill, where=~finite)
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from adlab.serving.backends import load_backend
 from adlab.serving.package import ModelPackage, load_package
-from adlab.serving.schema import TabularSchema
+from adlab.serving.schema import SchemaError, TabularSchema
 
 
 class TabularScorer:
@@ -39,7 +39,10 @@ class TabularScorer:
     def score_record(self, record: Any) -> float:
         """One JSON object `{feature: value}` -> probability; `SchemaError` naming the feature when invalid."""
         self.schema.encode_record(record, self._one_categorical[0], self._one_numeric[0])
-        return self.backend.score_bound()
+        probability = self.backend.score_bound()
+        if probability != probability:  # NaN: values that overflow float32 arithmetic inside the graph
+            raise SchemaError("feature values out of range: the model's arithmetic overflows")
+        return probability
 
     def score_records(self, records: Any) -> np.ndarray:
         """A list of JSON objects -> probabilities `(n,) float32`."""
