@@ -32,7 +32,9 @@ def run(tmp_path_factory, coil_data_dir):
     """A propensity checkpoint trained on the tiny CoIL-like data (as the `train_config` fixture composes it)."""
     output = tmp_path_factory.mktemp("serving_run")
     cfg = compose_config(
-        "train", [f"paths.data_dir={coil_data_dir}", *TINY, "experiment=propensity_coil"], output
+        "train",
+        [f"paths.data_dir={coil_data_dir}", *TINY, "experiment=propensity_coil", "baselines=none"],
+        output,
     )
     train(cfg)
     return output
