@@ -85,11 +85,10 @@ class ImageryModule(L.LightningModule):
         self.image_shape = (int(meta["channels"]), *map(int, meta["image_size"]))
         self.net = (net or SmallCNN)(in_channels=self.image_shape[0], num_classes=len(self.classes))
         self._check_input_size()
-        # mean/std in 0-255 units, so uint8 batches are normalised in one fused operation
-        self.register_buffer(
-            "pixel_mean", torch.tensor(meta["mean"]).view(1, -1, 1, 1) * 255, persistent=False
-        )
-        self.register_buffer("pixel_std", torch.tensor(meta["std"]).view(1, -1, 1, 1) * 255, persistent=False)
+        # normalisation of 0-255 pixels as one multiply-add: x * pixel_scale + pixel_shift
+        mean, std = torch.tensor(meta["mean"]).view(1, -1, 1, 1), torch.tensor(meta["std"]).view(1, -1, 1, 1)
+        self.register_buffer("pixel_scale", 1 / (std * 255), persistent=False)
+        self.register_buffer("pixel_shift", -mean / std, persistent=False)
         self.augment = augment
         self.label_smoothing = label_smoothing
         self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
@@ -133,12 +132,12 @@ class ImageryModule(L.LightningModule):
     def prepare(self, images: Tensor) -> Tensor:
         """Scale and normalise `(batch, c, h, w)` uint8 images (or floats in [0, 1]) to model input."""
         scaled = images.float() if images.dtype == torch.uint8 else images.float() * 255
-        normalised = (scaled - self.pixel_mean) / self.pixel_std
+        normalised = torch.addcmul(self.pixel_shift, scaled, self.pixel_scale)
         return normalised.contiguous(memory_format=torch.channels_last) if self.channels_last else normalised
 
     def display(self, images: Tensor) -> Tensor:
         """Undo `prepare`: normalised images back to `(batch, c, h, w)` uint8."""
-        return (images.float() * self.pixel_std + self.pixel_mean).round().clamp(0, 255).to(torch.uint8)
+        return ((images.float() - self.pixel_shift) / self.pixel_scale).round().clamp(0, 255).to(torch.uint8)
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
         images = batch["image"]
@@ -167,7 +166,8 @@ class ImageryModule(L.LightningModule):
             self.__dict__["_compiled_net"] = torch.compile(self.net)
 
     def training_step(self, batch: dict[str, Tensor], batch_index: int) -> Tensor:
-        net = self.__dict__["_compiled_net"] or self.net
+        compiled = self.__dict__["_compiled_net"]
+        net = self.net if compiled is None else compiled
         logits = net(batch["image"])
         loss = F.cross_entropy(logits.float(), batch["target"], label_smoothing=self.label_smoothing)
         # summed on the device and logged once per epoch: a per-step .item() would stall the GPU
@@ -213,8 +213,9 @@ class ImageryModule(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         from adlab.callbacks.imagery import ImageryPlots
 
-        # attached by every trainer that tests this model (adlab-train and adlab-eval alike)
-        return [ImageryPlots(self.misclassified_shown)] if self.misclassified_shown else []
+        # attached by every trainer that tests this model (adlab-train and adlab-eval alike), once
+        attached = any(isinstance(c, ImageryPlots) for c in self.trainer.callbacks)
+        return [ImageryPlots(self.misclassified_shown)] if self.misclassified_shown and not attached else []
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.net.parameters())
@@ -232,7 +233,8 @@ class ImageryModule(L.LightningModule):
                 optimizer,
                 max_lr=[group["lr"] for group in optimizer.param_groups],
                 total_steps=total,
-                pct_start=min(max(warmup, 1e-3), 0.999),
+                # kept off the values where torch's phase lengths round to zero steps (tiny debug runs)
+                pct_start=min(max(warmup, 1.5 / total), 1 - 1 / (1.5 * total)),
             )
         else:
             warmup_steps = int(warmup * total)

@@ -17,20 +17,24 @@ def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class SmallCNN(nn.Module):
-    """Blocks of 3x3 conv-BN-ReLU layers each ending in a 2x2 max-pool, global average pool, linear head.
+    """Blocks of 3x3 conv-BN-ReLU layers each ending in a 2x2 max-pool, then a dense hidden layer and a linear head.
 
-    With widths 32-64-128 and two convolutions per block it has 0.29M parameters and trains on
-    Fashion-MNIST at about an epoch per half-minute on two CPU cores.
+    The default (widths 32-64-128, one convolution per block, a 128-unit hidden layer on the 3x3 pooled
+    map) has 0.24M parameters and trains on Fashion-MNIST in well under a minute per epoch on two CPU
+    cores. The final map is average-pooled to `pooled_size` x `pooled_size`, so any image size works
+    (28x28 images give exactly 3x3 after three blocks, no pooling needed).
 
     Args:
         in_channels: image channels (1 grey, 3 RGB).
         num_classes: number of classes.
         widths: output channels of each block; each block halves the spatial size.
         convs_per_block: convolutions in each block.
-        dropout: dropout before the linear head.
+        pooled_size: side of the final feature map fed to the dense layer.
+        hidden: units of the dense hidden layer (0: a linear head on globally pooled features).
+        dropout: dropout before the output layer.
 
     Shapes: `(batch, in_channels, h, w) float32` -> logits `(batch, num_classes)`;
-    `features` -> `(batch, widths[-1])` (the penultimate layer, e.g. for FID).
+    `features` -> `(batch, hidden)` (the penultimate layer, e.g. for FID).
     """
 
     def __init__(
@@ -38,7 +42,9 @@ class SmallCNN(nn.Module):
         in_channels: int,
         num_classes: int,
         widths: Sequence[int] = (32, 64, 128),
-        convs_per_block: int = 2,
+        convs_per_block: int = 1,
+        pooled_size: int = 3,
+        hidden: int = 128,
         dropout: float = 0.1,
     ):
         super().__init__()
@@ -48,15 +54,19 @@ class SmallCNN(nn.Module):
             for _ in range(convs_per_block):
                 layers.append(conv_bn_relu(channels, width))
                 channels = width
-            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            layers.append(nn.MaxPool2d(2))
         self.body = nn.Sequential(*layers)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
-        self.feature_dim = channels
+        side = pooled_size if hidden else 1
+        embedding: list[nn.Module] = [nn.AdaptiveAvgPool2d(side), nn.Flatten()]
+        if hidden:
+            embedding += [nn.Linear(channels * side * side, hidden), nn.ReLU(inplace=True)]
+        self.embedding = nn.Sequential(*embedding)
+        self.feature_dim = hidden or channels
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.feature_dim, num_classes))
 
     def features(self, images: Tensor) -> Tensor:
-        """Penultimate activations `(batch, widths[-1])`."""
-        return self.pool(self.body(images))
+        """Penultimate activations `(batch, feature_dim)`."""
+        return self.embedding(self.body(images))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images))
