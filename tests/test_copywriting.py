@@ -141,7 +141,10 @@ def test_models_train_a_step_and_generate_within_the_limit(datamodule, net):
         optimizer.step()
     assert model._token_nll(batch)[0].mean() < before
     rng = np.random.default_rng(0)
-    prompts = [model._prompt(ids, "dress") for ids in model.condition_ids({"department": "Tops"}, 40, rng)]
+    prompts = [model._prompt(ids, "dress") for ids in model.condition_ids({"department": "Tops"}, 16, rng)]
+    drawn = [model._describe(ids) for ids in model.condition_ids({"rating": 5}, 30, rng)]
+    combinations = {tuple(c[:-1]) for c in meta["condition_combinations"]}
+    assert all((d["Department Name"], d["Rating"]) in combinations and d["Rating"] == "5" for d in drawn)
     generator = torch.Generator().manual_seed(0)
     for max_chars in (5, 12):
         options = DecodingOptions(max_chars=max_chars, temperature=1.5, banned_words=["cute"])
@@ -210,20 +213,24 @@ def test_copy_experiments_fast_dev_run(experiment, titles_csv, tmp_path):
         frame.to_parquet(folder / "WomensClothingE-CommerceReviews.parquet")
         overrides = [f"paths.data_dir={data}"]
     small = (
-        ["model.net.n_layer=1", "model.net.n_embd=32", "model.net.n_head=2"]
+        # the transformer also runs on BPE tokens: bits per character and the limit must hold there too
+        ["model.net.n_layer=1", "model.net.n_embd=32", "model.net.n_head=2", "data.source.tokenizer=bpe"]
         if experiment == "copy_gpt"
         else [
             "model.net.hidden_size=32",
             "model.net.embedding_dim=16",
         ]
     )
+    # copy_csv runs a few real steps so that it writes a checkpoint for adlab-generate
+    debug = "debug=limit" if experiment == "copy_csv" else "debug=fdr"
     cfg = compose_config(
         "train",
         [
             f"experiment={experiment}",
             *overrides,
             *small,
-            "debug=fdr",
+            debug,
+            "trainer.max_epochs=1",
             "model.samples_per_condition=2",
             "baselines.ngram.orders=[2,3]",
             "callbacks.progress_bar=null",
@@ -250,3 +257,32 @@ def test_copy_experiments_fast_dev_run(experiment, titles_csv, tmp_path):
     samples = pd.read_csv(tmp_path / "run" / "samples.csv")
     assert len(samples) == 2 * 3 and (samples["chars"] <= 30).all()
     assert (tmp_path / "run" / "tokenizer.json").is_file()
+    if experiment == "copy_csv":
+        check_generate_command(tmp_path / "run" / "checkpoints" / "best.ckpt", tmp_path / "generate")
+
+
+def check_generate_command(checkpoint, output_dir):
+    """`adlab-generate ckpt_path=... n=... max_chars=... conditions=... keyword=...` on a trained checkpoint."""
+    from adlab.generate import generate
+
+    overrides = [
+        f"ckpt_path={checkpoint}",
+        "n=12",
+        "max_chars=14",
+        "conditions={department:Tops}",
+        "keyword=tee",
+        "top_k=20",
+        "top_p=0.9",
+        "banned_words=[soft]",
+    ]
+    path = generate(compose_config("generate", overrides, output_dir))
+    generated = pd.read_csv(path)
+    assert path == output_dir / "generated.csv" and len(generated) == 12
+    assert (generated["chars"] <= 14).all() and (generated["Department Name"] == "Tops").all()
+    assert not generated["text"].str.lower().str.contains("soft").any()
+    with pytest.raises(AdlabError, match="Shoes"):
+        generate(
+            compose_config(
+                "generate", [f"ckpt_path={checkpoint}", "conditions={department:Shoes}"], output_dir
+            )
+        )

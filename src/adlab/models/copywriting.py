@@ -292,27 +292,41 @@ class CopywritingModule(L.LightningModule):
     def condition_ids(
         self, conditions: dict[str, Any], n: int, generator: np.random.Generator
     ) -> list[list[int]]:
-        """Control-token ids of `n` prompts: given conditions fixed, the others drawn from training frequencies.
+        """Control-token ids of `n` prompts: given conditions fixed, the others drawn from training data.
 
+        Missing conditions are drawn from the training rows that share the given ones (joint frequencies),
+        or from each column's own frequencies when no training row has the given combination.
         `conditions` keys may be a column name or any unambiguous start of one, case and spaces ignored
         (`department=Dresses` for "Department Name").
         """
         fixed = {self._column(key): str(value) for key, value in (conditions or {}).items()}
         counts = self.hparams.meta["conditions"]
-        columns = []
-        for column in self.condition_columns:
-            values = list(counts[column])
-            if column in fixed:
-                if fixed[column] not in values:
-                    raise AdlabError(
-                        f"conditions.{column}={fixed[column]!r}: expected one of {sorted(values)}"
-                    )
-                drawn = [fixed[column]] * n
-            else:
+        for column, value in fixed.items():
+            if value not in counts[column]:
+                raise AdlabError(f"conditions.{column}={value!r}: expected one of {sorted(counts[column])}")
+        columns = self.condition_columns
+        combinations = [
+            (combination[:-1], combination[-1])
+            for combination in self.hparams.meta.get("condition_combinations", [])
+            if all(combination[columns.index(c)] == v for c, v in fixed.items())
+        ]
+        if combinations:
+            weights = np.array([count for _, count in combinations], dtype=float)
+            picks = generator.choice(len(combinations), n, p=weights / weights.sum())
+            drawn = [[str(v) for v in combinations[i][0]] for i in picks]
+        else:
+            drawn_columns = []
+            for column in columns:
+                if column in fixed:
+                    drawn_columns.append([fixed[column]] * n)
+                    continue
+                values = list(counts[column])
                 weights = np.array([counts[column][v] for v in values], dtype=float)
-                drawn = list(generator.choice(values, n, p=weights / weights.sum()))
-            columns.append([self._control_id(column, value) for value in drawn])
-        return [list(ids) for ids in zip(*columns, strict=True)] if columns else [[] for _ in range(n)]
+                drawn_columns.append(list(generator.choice(values, n, p=weights / weights.sum())))
+            drawn = (
+                [list(row) for row in zip(*drawn_columns, strict=True)] if columns else [[] for _ in range(n)]
+            )
+        return [[self._control_id(c, v) for c, v in zip(columns, row, strict=True)] for row in drawn]
 
     def _control_id(self, column: str, value: str) -> int:
         try:

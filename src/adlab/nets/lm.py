@@ -115,6 +115,9 @@ class GPTLM(nn.Module):
                 resid_pdrop=dropout,
                 embd_pdrop=dropout,
                 attn_pdrop=dropout,
+                # GPT-2's own ids (50256) are not ours; decoding handles <eos> itself
+                bos_token_id=None,
+                eos_token_id=None,
             )
             self.model = GPT2LMHeadModel(config)
         self.max_positions = int(self.model.config.n_positions)

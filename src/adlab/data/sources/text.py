@@ -187,6 +187,13 @@ class TextSource:
                 c: {v: int(n) for v, n in raw.conditions[c].iloc[train_rows].value_counts().items()}
                 for c in self.conditions
             },
+            # joint frequencies, so that generation draws consistent combinations (no "Dresses" + "Jeans")
+            "condition_combinations": [
+                [*combination, int(count)]
+                for combination, count in raw.conditions.iloc[train_rows].value_counts().items()
+            ]
+            if self.conditions
+            else [],
             "rows": {stage: int(len(rows)) for stage, rows in splits.items()},
             "dropped_empty": raw.dropped_empty,
             # rows repeating an earlier text (dropped when drop_duplicates, else kept in one split)
