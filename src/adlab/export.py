@@ -98,8 +98,8 @@ class ExportSpec:
 
 
 def _tabular_parity_inputs(state: dict[str, Any], rows: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Inputs drawn from the fitted schema: every vocabulary index (0 = unseen included) and numerics
-    spread around the training distribution."""
+    """Inputs drawn from the fitted schema: vocabulary indices drawn uniformly (0 = unseen included),
+    numerics spread around the training distribution (two standard deviations)."""
     generator = np.random.default_rng(seed)
     categorical = (
         np.stack(
@@ -115,7 +115,7 @@ def _tabular_parity_inputs(state: dict[str, Any], rows: int, seed: int) -> tuple
 
 
 def tabular_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
-    """The propensity scorer with its numeric preprocessing in the graph, vocabularies in the JSON."""
+    """The propensity scorer with numeric scaling in the graph; vocabularies and fill in the JSON."""
     state = checkpoint["adlab_data"]["preprocessing"]
     source = (checkpoint["adlab_config"].get("data") or {}).get("source") or {}
     graph = TabularScoringGraph(model, state["mean"], state["scale"]).eval()
