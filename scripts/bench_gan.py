@@ -42,6 +42,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--epochs", type=int, default=2, help="training epochs of each GAN preset")
+    parser.add_argument(
+        "--train-batches",
+        type=int,
+        help="train on this many batches per epoch (a CPU-sized figure; default: all)",
+    )
+    parser.add_argument(
+        "--eval-batches",
+        type=int,
+        help="score on this many val/test batches of data.eval_batch_size (default: all)",
+    )
     parser.add_argument("--evaluator-ckpt", help="an imagery classifier checkpoint (default: train one)")
     parser.add_argument("--evaluator-epochs", type=int, default=20, help="epochs when training the evaluator")
     parser.add_argument("--output-dir", default="outputs/bench_gan", help="run directories go here")
@@ -72,11 +82,25 @@ def main() -> None:
         }
     figures["evaluator_ckpt"] = evaluator
 
+    limits = []
+    if args.train_batches:
+        limits.append(f"+trainer.limit_train_batches={args.train_batches}")
+    if args.eval_batches:
+        limits += [
+            f"+trainer.limit_val_batches={args.eval_batches}",
+            f"+trainer.limit_test_batches={args.eval_batches}",
+        ]
+    figures["train_batches"], figures["eval_batches"] = args.train_batches, args.eval_batches
     for name, experiment in PRESETS.items():
         metrics = run(
             experiment,
             root / name,
-            [f"trainer.max_epochs={args.epochs}", f"model.evaluator_ckpt={evaluator}", *args.overrides],
+            [
+                f"trainer.max_epochs={args.epochs}",
+                f"model.evaluator_ckpt={evaluator}",
+                *limits,
+                *args.overrides,
+            ],
         )
         keep = (
             "val/fid",
@@ -96,6 +120,7 @@ def main() -> None:
             for key, value in metrics.items()
             if key.startswith("test/cas_")
         }
+        # fit time includes each epoch's validation (sampling and scoring the val images)
         figures[name]["fit_seconds_per_epoch"] = metrics["time/fit_seconds"] / args.epochs
 
     dcgan, improved = figures["dcgan"], figures["improved"]

@@ -103,6 +103,10 @@ class ClassDiversity:
         self.total = torch.zeros(num_classes, dim, dtype=torch.float64, device=device)
         self.squares = torch.zeros(num_classes, dim, dtype=torch.float64, device=device)
 
+    def to(self, device: torch.device | str) -> ClassDiversity:
+        self.count, self.total, self.squares = (t.to(device) for t in (self.count, self.total, self.squares))
+        return self
+
     def update(self, features: Tensor, labels: Tensor) -> None:
         features = features.double()
         self.count.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
@@ -169,8 +173,8 @@ class GenerativeScores:
             metric.to(self.device)
         self.classifier.to(self.device)
         self.features.to(self.device)
-        self.real_diversity = ClassDiversity(self.num_classes, self.feature_dim, self.device)
-        self.fake_diversity = ClassDiversity(self.num_classes, self.feature_dim, self.device)
+        for diversity in (self.real_diversity, self.fake_diversity):
+            diversity.to(self.device)
         return self
 
     def _metrics(self) -> list[Any]:
