@@ -247,6 +247,18 @@ def test_every_architecture_trains_and_round_trips_its_checkpoint(image_folder, 
     assert (run / "plots" / "misclassified.png").is_file() or written["test/accuracy"] == 1.0
     header = (run / "confusion_matrix.csv").read_text().splitlines()[0]
     assert header == "true,Green_Hat,Red shoe,blue-bag"
+    if overrides == ["model=imagery"]:
+        # adlab-eval rebuilds data and model from the checkpoint and reproduces the test metrics and plots
+        from adlab.eval import evaluate
+
+        eval_cfg = compose_config(
+            "eval", [f"ckpt_path={checkpoint}", "extras.print_config=false"], tmp_path / "eval"
+        )
+        evaluated = evaluate(eval_cfg)
+        for key, value in metrics.items():
+            if key.startswith("test/"):
+                assert evaluated[key] == pytest.approx(value, abs=1e-6), key
+        assert (tmp_path / "eval" / "plots" / "confusion_matrix.png").is_file()
 
 
 def test_network_too_big_for_the_images_is_a_config_error(image_folder, tmp_path):

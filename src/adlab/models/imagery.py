@@ -185,10 +185,11 @@ class ImageryModule(L.LightningModule):
         self._train_loss_sum, self._train_batches = torch.zeros(()), 0
 
     def validation_step(self, batch: dict[str, Tensor], batch_index: int) -> None:
-        self.val_metrics.update(self(batch["image"]), batch["target"])
+        # float32 logits: under bf16 autocast ties between classes would otherwise be common
+        self.val_metrics.update(self(batch["image"]).float(), batch["target"])
 
     def test_step(self, batch: dict[str, Tensor], batch_index: int) -> dict[str, Tensor]:
-        logits = self(batch["image"])
+        logits = self(batch["image"]).float()
         self.test_metrics.update(logits, batch["target"])
         return {"predictions": logits.argmax(dim=1)}
 
