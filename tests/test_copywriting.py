@@ -151,6 +151,9 @@ def test_models_train_a_step_and_generate_within_the_limit(datamodule, net):
         texts, sampled = model.write(prompts, options, generator)
         assert sampled > 0 and all(0 < len(t) <= max_chars for t in texts), texts
         assert not any("cute" in t.lower() for t in texts)
+        options.force_keyword = True
+        texts, _ = model.write(prompts, options, generator, ["dress"] * len(prompts))
+        assert all(len(t) <= max_chars and "dress" in t.lower() for t in texts), texts
     # the cache changes the cost, not the distribution: same seed, same texts
     options = DecodingOptions(max_chars=20)
     prompts = prompts[:4] + [model._prompt(ids, None) for ids in model.condition_ids({}, 4, rng)]
@@ -280,6 +283,7 @@ def check_generate_command(checkpoint, output_dir):
     assert path == output_dir / "generated.csv" and len(generated) == 12
     assert (generated["chars"] <= 14).all() and (generated["Department Name"] == "Tops").all()
     assert not generated["text"].str.lower().str.contains("soft").any()
+    assert generated["has_keyword"].all()  # force_keyword is on by default
     with pytest.raises(AdlabError, match="Shoes"):
         generate(
             compose_config(

@@ -56,6 +56,8 @@ class CopywritingModule(L.LightningModule):
         headline_max_chars: character limit of the texts written at test time (30: search-ad headline).
         samples_per_condition: texts written at test time per value of the first condition.
         temperature, top_k, top_p: sampling settings of the test-time texts.
+        force_keyword: write the prompt's keyword into test-time texts that would miss it (off: the
+            keyword-inclusion rate measures the model alone).
         optimizer: a partial optimizer taking the parameters.
         scheduler: an optional partial LR scheduler taking the optimizer (stepped every epoch).
 
@@ -73,6 +75,7 @@ class CopywritingModule(L.LightningModule):
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
+        force_keyword: bool = False,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
     ):
@@ -89,7 +92,9 @@ class CopywritingModule(L.LightningModule):
                 f"model.net.max_positions={positions}: the data has sequences of {meta['max_tokens']} tokens"
             )
         self.condition_columns = list(meta["conditions"])
-        self.decoding = DecodingOptions(headline_max_chars, temperature, top_k, top_p)
+        self.decoding = DecodingOptions(
+            headline_max_chars, temperature, top_k, top_p, force_keyword=force_keyword
+        )
         self.tokenizer: CopyTokenizer | None = None
         self.training_texts: list[str] = []
         self._training_set: set[str] = set()
@@ -194,7 +199,10 @@ class CopywritingModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_likelihood_metrics("test")
-        if self.tokenizer is None or not self._test_prompts or self.samples_per_condition <= 0:
+        # one process writes the samples (under DDP each rank saw a shard of the test prompts)
+        if not self.trainer.is_global_zero or self.tokenizer is None or self.samples_per_condition <= 0:
+            return
+        if not self._test_prompts:
             return
         rows = self._test_samples()
         texts = [row["text"] for row in rows]
@@ -238,7 +246,7 @@ class CopywritingModule(L.LightningModule):
                 keywords.append(keyword)
                 groups.append(str(first))
         generator = torch.Generator(device=self.device).manual_seed(0)
-        texts = self.write(prompts, self.decoding, generator)[0]
+        texts = self.write(prompts, self.decoding, generator, keywords)[0]
         rows = []
         for prompt, keyword, group, text in zip(prompts, keywords, groups, texts, strict=True):
             row = {"group": group, **self._describe(prompt[: len(self.condition_columns)])}
@@ -278,14 +286,18 @@ class CopywritingModule(L.LightningModule):
         prompts: Sequence[Sequence[int]],
         options: DecodingOptions,
         generator: torch.Generator | None = None,
+        keywords: Sequence[str | None] | None = None,
     ) -> tuple[list[str], int]:
-        """Sample one text per prompt; returns the texts in prompt order and the number of tokens sampled."""
+        """Sample one text per prompt; returns the texts in prompt order and the number of tokens sampled.
+
+        `keywords` (one per prompt, or None) are the prompts' keywords, used by `options.force_keyword`.
+        """
         if self.tokenizer is None:
             raise AdlabError("the copywriting model has no tokenizer; load it from an adlab checkpoint")
         was_training = self.training
         self.eval()
         try:
-            return sample_copy(self.net, self.tokenizer, prompts, options, generator, self.device)
+            return sample_copy(self.net, self.tokenizer, prompts, options, generator, self.device, keywords)
         finally:
             self.train(was_training)
 
@@ -368,11 +380,12 @@ class CopywritingModule(L.LightningModule):
             top_p=float(cfg.get("top_p", 1.0)),
             banned_words=list(cfg.get("banned_words") or []),
             use_cache=bool(cfg.get("use_cache", True)),
+            force_keyword=bool(cfg.get("force_keyword", False)),
         )
         rng = np.random.default_rng(int(cfg.get("seed", 1)))
         prompts = [self._prompt(ids, keyword) for ids in self.condition_ids(conditions, n, rng)]
         generator = torch.Generator(device=self.device).manual_seed(int(cfg.get("seed", 1)))
-        texts = self.write(prompts, options, generator)[0]
+        texts = self.write(prompts, options, generator, [keyword] * n)[0]
         rows = []
         for index, (prompt, text) in enumerate(zip(prompts, texts, strict=True)):
             row = {"sample": index, **self._describe(prompt[: len(self.condition_columns)])}

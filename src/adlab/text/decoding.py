@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adlab.text.keywords import contains_keyword
 from adlab.text.tokenizers import CopyTokenizer
 
 MAX_RESAMPLES = 20  # a step that keeps hitting banned words ends the text instead
@@ -32,6 +33,8 @@ class DecodingOptions:
         top_p: nucleus sampling: keep the smallest set of tokens whose probability reaches p (1 = all).
         banned_words: words no sample may contain (case-insensitive; also bans words starting with them).
         use_cache: reuse attention keys/values (GPT) between steps; off recomputes the whole prefix.
+        force_keyword: guarantee the prompt's keyword: when a text would end, or run out of room, without
+            it, the keyword's tokens are written next (the keyword itself must fit in `max_chars`).
     """
 
     max_chars: int = 30
@@ -40,6 +43,7 @@ class DecodingOptions:
     top_p: float = 1.0
     banned_words: Sequence[str] = ()
     use_cache: bool = True
+    force_keyword: bool = False
 
 
 def filter_logits(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
@@ -76,6 +80,7 @@ def sample_copy(
     options: DecodingOptions,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    keywords: Sequence[str | None] | None = None,
 ) -> tuple[list[str], int]:
     """Sample one text per prompt, all prompts in one batch.
 
@@ -90,6 +95,7 @@ def sample_copy(
         options: limits and sampling settings.
         generator: random generator of the draws (on `device`).
         device: where the model lives.
+        keywords: the keyword of each prompt (None: none), for `options.force_keyword`.
 
     Returns:
         The texts (each at most `options.max_chars` characters) and the number of tokens sampled.
@@ -109,6 +115,7 @@ def sample_copy(
     chars = torch.zeros(batch, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     texts = [""] * batch
+    forcing = KeywordForcing(tokenizer, keywords, options) if options.force_keyword and keywords else None
     sequence = padded[:, :shortest]
     logits, cache = model.decode_step(sequence, None)
     sampled = 0
@@ -129,6 +136,8 @@ def sample_copy(
         writing = ~done & ~in_prompt
         if banned.pattern is not None:
             tokens = _reject_banned(tokens, scores, texts, writing, tokenizer, banned, generator)
+        if forcing is not None:
+            tokens = forcing.apply(tokens, texts, chars, writing)
         tokens = torch.where(done, torch.full_like(tokens, tokenizer.eos_id), tokens)
         if position < longest:
             tokens = torch.where(in_prompt, padded[:, position], tokens)
@@ -145,6 +154,36 @@ def sample_copy(
         else:
             logits, _ = model.decode_step(sequence, None)
     return [text.strip() for text in texts], sampled
+
+
+class KeywordForcing:
+    """Writes a prompt's keyword when the text would otherwise end, or run out of room, without it."""
+
+    def __init__(self, tokenizer: CopyTokenizer, keywords: Sequence[str | None], options: DecodingOptions):
+        self.tokenizer = tokenizer
+        self.max_chars = options.max_chars
+        # keywords longer than the limit cannot be forced: the limit wins
+        self.keywords = [k if k and len(k) <= options.max_chars else None for k in keywords]
+        self.queues: list[list[int]] = [[] for _ in keywords]
+
+    def apply(self, tokens: Tensor, texts: list[str], chars: Tensor, writing: Tensor) -> Tensor:
+        """Replace sampled tokens `(batch,)` by keyword tokens where needed."""
+        pieces = self.tokenizer.piece_chars
+        for row in writing.nonzero().flatten().tolist():
+            keyword = self.keywords[row]
+            if self.queues[row]:
+                tokens[row] = self.queues[row].pop(0)
+                continue
+            if keyword is None or contains_keyword(texts[row], keyword):
+                continue
+            token = int(tokens[row])
+            room_after = self.max_chars - int(chars[row]) - pieces[token]
+            # after this token the text needs room for a space and the keyword; forcing now needs no more
+            # than that (the previous step kept it), and no space when nothing is written yet
+            if token == self.tokenizer.eos_id or room_after < len(keyword) + 1:
+                self.queues[row] = self.tokenizer.encode((" " if texts[row] else "") + keyword)
+                tokens[row] = self.queues[row].pop(0)
+        return tokens
 
 
 def _sampling(options: DecodingOptions) -> tuple[float, int, float]:
