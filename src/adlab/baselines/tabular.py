@@ -82,6 +82,7 @@ class GradientBoostingBaseline(TabularBaseline):
         learning_rate: shrinkage.
         max_iter: boosting rounds (early stopping on an internal split of train when `early_stopping`).
         max_leaf_nodes: tree size.
+        min_samples_leaf: fewest customers in a leaf (large values keep rare-buyer trees from overfitting).
         l2_regularization: leaf-value penalty.
         seed: random state.
     """
@@ -91,6 +92,7 @@ class GradientBoostingBaseline(TabularBaseline):
         learning_rate: float = 0.05,
         max_iter: int = 300,
         max_leaf_nodes: int = 15,
+        min_samples_leaf: int = 20,
         l2_regularization: float = 1.0,
         early_stopping: bool = True,
         seed: int = 0,
@@ -101,6 +103,7 @@ class GradientBoostingBaseline(TabularBaseline):
             learning_rate=learning_rate,
             max_iter=max_iter,
             max_leaf_nodes=max_leaf_nodes,
+            min_samples_leaf=min_samples_leaf,
             l2_regularization=l2_regularization,
             early_stopping=early_stopping,
             random_state=seed,

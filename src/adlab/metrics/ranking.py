@@ -56,6 +56,18 @@ class TopFractionCapture(TopFractionHits):
         return hits / targets.sum().clamp_min(1)
 
 
+def cumulative_gains(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The gains curve: share of customers contacted (best scores first) vs share of all buyers reached.
+
+    Returns `(contacted (n + 1,), captured (n + 1,))`, both starting at 0 and ending at 1; the lift at a
+    depth is `captured / contacted`. Ties are broken by row order, as in `top_fraction_hits`.
+    """
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    hits = np.concatenate([[0.0], np.cumsum(np.asarray(targets, dtype=float)[order])])
+    contacted = np.arange(len(hits)) / max(len(hits) - 1, 1)
+    return contacted, hits / max(hits[-1], 1.0)
+
+
 def decile_table(scores: np.ndarray, targets: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
     """Customers, buyers, response rate, lift and cumulative capture per score decile (best decile first)."""
     order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")

@@ -1,7 +1,8 @@
-"""`PropensityModule`: an MLP propensity-to-buy scorer for customer and behaviour features."""
+"""`PropensityModule`: an MLP (or an ensemble of K MLPs) propensity-to-buy scorer for customer features."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,8 +11,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from adlab.errors import AdlabError
 from adlab.metrics.binary import PropensityMetrics
-from adlab.nets.mlp import TabularMLP
+from adlab.nets.mlp import NUMERIC_EMBEDDINGS, TabularMLP
+
+CALIBRATIONS = (None, "temperature", "isotonic")
+
+
+def _feature_indices(meta: dict[str, Any], features: Sequence[str] | None) -> tuple[Tensor, Tensor]:
+    """Positions of the selected columns among the data's categorical and numeric columns."""
+    categorical, numeric = list(meta["categorical"]), list(meta["numeric"])
+    if features is None:
+        return torch.arange(len(categorical)), torch.arange(len(numeric))
+    unknown = [name for name in features if name not in categorical and name not in numeric]
+    if unknown:
+        raise AdlabError(
+            f"model.features: {unknown} are not feature columns of the data ({categorical + numeric})"
+        )
+    if not features:
+        raise AdlabError("model.features=[]: select at least one column, or null for all")
+    return (
+        torch.tensor([i for i, name in enumerate(categorical) if name in features], dtype=torch.long),
+        torch.tensor([i for i, name in enumerate(numeric) if name in features], dtype=torch.long),
+    )
 
 
 class PropensityModule(L.LightningModule):
@@ -27,6 +49,22 @@ class PropensityModule(L.LightningModule):
         top_fraction: share of customers contacted for `topNN_hits` / `topNN_capture` (0.2 -> top20).
         optimizer: a partial optimizer (`_partial_: true` in config) taking the parameters.
         scheduler: an optional partial LR scheduler taking the optimizer.
+        members: ensemble size K. Each member is trained on its own loss; the score is the members'
+            mean logit, so one checkpoint holds (and one forward pass evaluates) the whole ensemble.
+        bootstrap: give each member Poisson(1) weights per customer and batch (online bagging), so
+            members see different resamples of train.
+        features: the feature columns the network reads (names of categorical or numeric columns);
+            None reads them all. The data, and so the baselines, keep every column.
+        numeric_embedding: None (scaled values) or "periodic" (learned sin/cos features per column).
+        numeric_embedding_dim: width of a numeric column's periodic embedding.
+        frequencies: learned frequencies per numeric column.
+        frequency_sigma: standard deviation of the initial frequencies.
+        calibration: post-hoc calibration fitted on val by the marketing report: None, "temperature"
+            or "isotonic" (reported as `test/ece_calibrated`; the model's scores are left as they are).
+        report: write the marketing report (gains/lift chart, calibration plot, decile table) on test.
+        cpu_threads: torch intra-op threads when running on CPU (None leaves torch's default). A tabular
+            MLP's matrices are too small to split: on a busy 2-core machine 2 threads made a training
+            step 30x slower than 1 (450 ms against 14 ms for 8 members, batch 256).
 
     Batches are dicts: `categorical (batch, n_cat) int64`, `numeric (batch, n_num) float32`,
     `target (batch,) float32`. `forward` returns logits `(batch,)`.
@@ -43,14 +81,53 @@ class PropensityModule(L.LightningModule):
         top_fraction: float = 0.2,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
+        members: int = 1,
+        bootstrap: bool = False,
+        features: Sequence[str] | None = None,
+        numeric_embedding: str | None = None,
+        numeric_embedding_dim: int = 4,
+        frequencies: int = 8,
+        frequency_sigma: float = 0.1,
+        calibration: str | None = "temperature",
+        report: bool = True,
+        cpu_threads: int | None = 1,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        if members < 1:
+            raise AdlabError(f"model.members={members}: expected at least 1")
+        if numeric_embedding not in NUMERIC_EMBEDDINGS:
+            raise AdlabError(
+                f"model.numeric_embedding={numeric_embedding!r}: expected one of {NUMERIC_EMBEDDINGS}"
+            )
+        if calibration not in CALIBRATIONS:
+            raise AdlabError(f"model.calibration={calibration!r}: expected one of {CALIBRATIONS}")
         self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
         self.scheduler_factory = scheduler
+        categorical_index, numeric_index = _feature_indices(meta, features)
+        # which input columns the network reads; buffers so they follow the model's device
+        self.register_buffer("categorical_index", categorical_index, persistent=False)
+        self.register_buffer("numeric_index", numeric_index, persistent=False)
         self.net = TabularMLP(
-            meta["cardinalities"], len(meta["numeric"]), hidden_sizes, dropout, embedding_dim
+            [meta["cardinalities"][i] for i in categorical_index.tolist()],
+            len(numeric_index),
+            hidden_sizes,
+            dropout,
+            embedding_dim,
+            members=members,
+            numeric_embedding=numeric_embedding,
+            numeric_embedding_dim=numeric_embedding_dim,
+            frequencies=frequencies,
+            frequency_sigma=frequency_sigma,
         )
+        # start every member at the base rate: from a 0.5 start the first epochs only learn the bias, and
+        # a val metric picked among those epochs selects an uncalibrated network
+        rate = min(max(float(meta["positive_rate"]), 1e-4), 1 - 1e-4)
+        with torch.no_grad():
+            self.net.layers[-1].bias.fill_(math.log(rate / (1 - rate)))
+        self.bootstrap = bootstrap
+        self.calibration = calibration
+        self.report = report
         if positive_weight == "balanced":
             rate = meta["positive_rate"]
             positive_weight = (1 - rate) / max(rate, 1e-6)
@@ -65,16 +142,36 @@ class PropensityModule(L.LightningModule):
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
 
+    def setup(self, stage: str) -> None:
+        if self.hparams.cpu_threads and self.device.type == "cpu":
+            torch.set_num_threads(int(self.hparams.cpu_threads))
+
+    def member_logits(self, categorical: Tensor, numeric: Tensor) -> Tensor:
+        """Every member's logits `(members, batch)` from the full input columns."""
+        selected = self.net(categorical[:, self.categorical_index], numeric[:, self.numeric_index])
+        return selected.squeeze(-1)
+
     def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
-        return self.net(categorical, numeric).squeeze(-1)
+        # the mean logit, not the mean probability: one smooth score, and export stays a plain graph
+        return self.member_logits(categorical, numeric).mean(dim=0)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Binary cross-entropy of `logits (members, batch)` or `(batch,)` against `target (batch,)`."""
         if self.label_smoothing:
             target = target * (1 - self.label_smoothing) + self.label_smoothing / 2
-        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.positive_weight)
+        target = target.expand_as(logits)
+        weight = None
+        if self.bootstrap and self.training:
+            weight = torch.poisson(torch.ones_like(logits))
+        losses = F.binary_cross_entropy_with_logits(
+            logits, target, weight=weight, pos_weight=self.positive_weight, reduction="none"
+        )
+        # the mean over members too: Adam's updates do not depend on the loss scale, and train/loss
+        # stays comparable between ensemble sizes
+        return losses.mean()
 
     def training_step(self, batch: dict[str, Tensor], batch_index: int) -> Tensor:
-        loss = self.loss(self(batch["categorical"], batch["numeric"]), batch["target"])
+        loss = self.loss(self.member_logits(batch["categorical"], batch["numeric"]), batch["target"])
         # summed here and logged once per epoch: per-step logging would dominate a tiny model's step time
         self._train_loss_sum = self._train_loss_sum.to(loss.device) + loss.detach()
         self._train_batches += 1
@@ -104,6 +201,14 @@ class PropensityModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The marketing report runs for every propensity job, whatever the callbacks config holds."""
+        if not self.report:
+            return []
+        from adlab.callbacks.propensity import PropensityReport
+
+        return [PropensityReport(self.calibration, self.hparams.top_fraction)]
 
     def predict_step(self, batch: dict[str, Tensor], batch_index: int) -> Tensor:
         """Purchase probabilities `(batch,)`."""

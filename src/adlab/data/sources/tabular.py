@@ -29,7 +29,11 @@ def read_table(path: str | Path, what: str = "data.source.path") -> pd.DataFrame
         if ".parquet" in suffixes or suffixes.endswith(".pq"):
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, sep=None, engine="python") if suffixes.endswith(".txt") else pd.read_csv(path)
+            frame = (
+                pd.read_csv(path, sep=None, engine="python")
+                if suffixes.endswith(".txt")
+                else pd.read_csv(path)
+            )
     except pd.errors.EmptyDataError:
         raise AdlabError(f"{what}={path}: the file is empty, expected a header and rows") from None
     except (UnicodeDecodeError, ValueError, OSError, pd.errors.ParserError) as error:
@@ -51,7 +55,9 @@ def binary_target(values: pd.Series, column: str, positive: Any = None) -> np.nd
         raise AdlabError(f"target column '{column}' has only one class ({classes[0]!r}); expected two")
     if len(classes) > 2:
         shown = ", ".join(repr(c) for c in classes[:5])
-        raise AdlabError(f"target column '{column}' has {len(classes)} values ({shown}...); expected a binary target")
+        raise AdlabError(
+            f"target column '{column}' has {len(classes)} values ({shown}...); expected a binary target"
+        )
     if positive is None:
         numeric = pd.api.types.is_numeric_dtype(present) or pd.api.types.is_bool_dtype(present)
         if numeric and set(map(float, classes)) == {0.0, 1.0}:
@@ -144,7 +150,9 @@ class TabularSource:
             categorical, numeric = list(self.categorical), list(self.numeric)
         missing = [c for c in categorical + numeric if c not in frame.columns]
         if missing:
-            raise AdlabError(f"{self.path}: feature columns {missing} not found; columns are {list(frame.columns)[:20]}")
+            raise AdlabError(
+                f"{self.path}: feature columns {missing} not found; columns are {list(frame.columns)[:20]}"
+            )
         if not categorical and not numeric:
             raise AdlabError(f"{self.path}: no feature columns besides the target '{self.target}'")
         return categorical, numeric
@@ -171,11 +179,17 @@ class TabularSource:
             frame[column] = frame[column].replace([np.inf, -np.inf], np.nan)
         return frame
 
+    def read_frame(self) -> pd.DataFrame:
+        """The raw table; sources that generate their table (e.g. web sessions) override this."""
+        return read_table(self.path)
+
     def load(self) -> TabularRaw:
         """Read and validate the file (see the class docstring for what is checked)."""
-        frame = read_table(self.path)
+        frame = self.read_frame()
         if self.target not in frame.columns:
-            raise AdlabError(f"{self.path}: target column '{self.target}' not found; columns are {list(frame.columns)[:20]}")
+            raise AdlabError(
+                f"{self.path}: target column '{self.target}' not found; columns are {list(frame.columns)[:20]}"
+            )
         if self.split_column and self.split_column not in frame.columns:
             raise AdlabError(f"{self.path}: split column '{self.split_column}' not found")
         labels = binary_target(frame[self.target], self.target, self.positive)
@@ -190,7 +204,9 @@ class TabularSource:
 
     def build(self, raw: TabularRaw, splits: dict[str, np.ndarray]) -> BuiltData:
         """Fit vocabularies, imputation and scaling on the training rows; return tensors for every split."""
-        preprocessor = TabularPreprocessor.fit(raw.frame.iloc[splits["train"]], raw.categorical, raw.numeric, self.impute)
+        preprocessor = TabularPreprocessor.fit(
+            raw.frame.iloc[splits["train"]], raw.categorical, raw.numeric, self.impute
+        )
         tensors = {}
         for stage, rows in splits.items():
             categorical, numeric = preprocessor.transform(raw.frame.iloc[rows])
@@ -224,7 +240,9 @@ class TabularPreprocessor:
     scale: list[float]
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, categorical: list[str], numeric: list[str], impute: str | None) -> TabularPreprocessor:
+    def fit(
+        cls, frame: pd.DataFrame, categorical: list[str], numeric: list[str], impute: str | None
+    ) -> TabularPreprocessor:
         vocabularies = {c: sorted(frame[c].unique().tolist()) for c in categorical}
         values = frame[numeric].to_numpy(dtype=np.float64)
         if impute == "zero":
@@ -238,7 +256,9 @@ class TabularPreprocessor:
         mean = filled.mean(axis=0) if len(numeric) else np.zeros(0)
         scale = filled.std(axis=0) if len(numeric) else np.zeros(0)
         scale = np.where(scale > 0, scale, 1.0)
-        return cls(list(categorical), list(numeric), vocabularies, fill.tolist(), mean.tolist(), scale.tolist())
+        return cls(
+            list(categorical), list(numeric), vocabularies, fill.tolist(), mean.tolist(), scale.tolist()
+        )
 
     def transform(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         """Return `(categorical (n, n_cat) int64, numeric (n, n_num) float32)`; unseen categories -> 0."""
@@ -267,4 +287,11 @@ class TabularPreprocessor:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TabularPreprocessor:
-        return cls(state["categorical"], state["numeric"], state["vocabularies"], state["fill"], state["mean"], state["scale"])
+        return cls(
+            state["categorical"],
+            state["numeric"],
+            state["vocabularies"],
+            state["fill"],
+            state["mean"],
+            state["scale"],
+        )
