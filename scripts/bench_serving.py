@@ -302,7 +302,9 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=1_000_000, help="rows scored for batch throughput")
     parser.add_argument("--requests", type=int, default=20000, help="HTTP requests sent")
     parser.add_argument("--concurrency", type=int, default=32, help="HTTP requests in flight")
-    parser.add_argument("--data", help="the training table, when not where the checkpoint says (another machine)")
+    parser.add_argument(
+        "--data", help="the training table, when not where the checkpoint says (another machine)"
+    )
     parser.add_argument("--work-dir", help="where the model, package and files go (default: a temporary dir)")
     args = parser.parse_args()
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -279,3 +280,40 @@ def test_image_classifier_exports_with_its_scaling_in_the_graph(tmp_path, fmt):
     assert json.loads((package / "preprocessing.json").read_text())["classes"] == meta["classes"]
     with pytest.raises(AdlabError, match="images"):
         load_scorer(package)  # files and the service take tabular scorers
+
+
+class TinyScorer(L.LightningModule):
+    """A family without a dedicated exporter: exported from its `example_input_array` and `forward`."""
+
+    def __init__(self, meta: dict):
+        super().__init__()
+        self.layer = torch.nn.Linear(meta["width"], 3)
+        self.example_input_array = torch.zeros(1, meta["width"])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.layer(features))
+
+
+def test_other_families_export_from_their_example_input(tmp_path):
+    meta = {"kind": "embeddings", "width": 4}
+    model = TinyScorer(meta).eval()
+    checkpoint = tmp_path / "tiny.ckpt"
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "adlab_config": {"model": {"_target_": f"{__name__}.TinyScorer"}},
+            "adlab_data": {"meta": meta, "preprocessing": {"scale": [1.0, 2.0]}},
+        },
+        checkpoint,
+    )
+    package = export_checkpoint(checkpoint, "onnx", tmp_path / "onnx")
+    from adlab.serving.backends import load_backend
+    from adlab.serving.package import load_package
+
+    loaded = load_package(package)
+    rows = torch.randn(7, 4, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        expected = model(rows).numpy()
+    assert np.max(np.abs(load_backend(loaded).run_raw([rows.numpy()])[0] - expected)) <= 1e-5
+    assert loaded.metadata["inputs"] == ["features"]
+    assert loaded.preprocessing["state"] == {"scale": [1.0, 2.0]}
