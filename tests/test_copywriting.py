@@ -34,8 +34,18 @@ def make_titles(path, rows: int = 400, seed: int = 0):
     departments = rng.choice(list(ITEMS), rows)
     titles = [f"{rng.choice(ADJECTIVES)} {rng.choice(ITEMS[d])}{rng.choice(ENDINGS)}" for d in departments]
     titles[:3] = ["  Lovely   dress ", "", None]  # whitespace to normalise, empty texts to drop
+    reviews = [
+        f"I bought the {rng.choice(ITEMS[d])} in size {rng.integers(0, 12)}. It fits well!"
+        for d in departments
+    ]
     frame = pd.DataFrame(
-        {"Title": titles, "Department Name": departments, "Rating": rng.integers(1, 6, rows), "Other": 1}
+        {
+            "Title": titles,
+            "Department Name": departments,
+            "Rating": rng.integers(1, 6, rows),
+            "Review Text": reviews,
+            "Other": 1,
+        }
     )
     frame.to_csv(path, index=False, encoding="utf-8")
     return path
@@ -72,6 +82,29 @@ def test_text_source_normalises_drops_empty_and_keeps_duplicates_in_one_split(da
     )
     state = datamodule.preprocessing
     assert state["kind"] == "text" and set(state["train_texts"]) == texts["train"]
+
+
+def test_extra_text_adds_training_sequences_only(titles_csv, datamodule):
+    from adlab.baselines.ngram import NgramBaseline
+    from adlab.text.tokenizers import EXTRA
+
+    source = TextSource(
+        str(titles_csv), "Title", ["Department Name", "Rating"], extra_text="Review Text", extra_chars=20
+    )
+    module = MarketingDataModule(source, split=[0.7, 0.15, 0.15], batch_size=32, seed=3)
+    module.setup("fit")
+    train, plain = module.tensors["train"], datamodule.tensors["train"]
+    assert len(train["tokens"]) == 2 * len(plain["tokens"]) == 2 * module.meta["extra_rows"]
+    assert len(module.tensors["val"]["tokens"]) == len(datamodule.tensors["val"]["tokens"])
+    assert (
+        int(train["chars"][len(plain["tokens"]) :].max()) <= 21
+    )  # cut at the last word within 20 characters
+    extra_id = CopyTokenizer.from_json(module.preprocessing["tokenizer"]).token_id(EXTRA)
+    assert (train["tokens"][len(plain["tokens"]) :, 2] == extra_id).all()
+    assert not (module.tensors["val"]["tokens"] == extra_id).any()
+    with_extra = NgramBaseline([2, 3]).evaluate(module)
+    without = NgramBaseline([2, 3], extra_text=False).evaluate(module)
+    assert with_extra["val/bpc"] != without["val/bpc"]
 
 
 def test_drop_duplicates_keeps_first_rows(titles_csv):

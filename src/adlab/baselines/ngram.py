@@ -139,19 +139,25 @@ class NgramBaseline:
 
     Args:
         orders: candidate orders (the model is fitted once up to the largest).
+        extra_text: also fit on the training rows' auxiliary text (`data.source.extra_text`), as the neural
+            model does when it is given one.
     """
 
-    def __init__(self, orders: Sequence[int] = (3, 4, 5, 6, 7, 8, 10, 12)):
+    def __init__(self, orders: Sequence[int] = (3, 4, 5, 6, 7, 8, 10, 12), extra_text: bool = True):
         orders = sorted({int(o) for o in orders})
         if not orders or orders[0] < 1:
             raise AdlabError(f"baselines.ngram.orders={orders}: expected orders >= 1")
         self.orders = orders
+        self.extra_text = extra_text
         self.model: CharNgramLM | None = None
         self.order: int | None = None
 
     def evaluate(self, datamodule: Any) -> dict[str, float]:
         """Fit on the training texts; `{"val/bpc", "test/bpc", "val/order"}` at the order best on val."""
         texts = {stage: list(datamodule.raw.texts[rows]) for stage, rows in datamodule.splits.items()}
+        extra = getattr(datamodule.raw, "extra", None)
+        if self.extra_text and extra is not None:
+            texts["train"] += [t for t in extra[datamodule.splits["train"]] if t]
         self.model = CharNgramLM(max(self.orders)).fit(texts["train"])
         val = self.model.bits_per_char(texts["val"], self.orders)
         best = min(range(len(self.orders)), key=val.__getitem__)

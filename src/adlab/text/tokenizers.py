@@ -17,7 +17,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from adlab.errors import AdlabError
 
 PAD, UNK, EOS, TEXT, KEYWORD = "<pad>", "<unk>", "<eos>", "<text>", "<keyword>"
-SPECIAL_TOKENS = (PAD, UNK, EOS, TEXT, KEYWORD)
+# marks auxiliary training text (e.g. review bodies before titles): in-domain language, never generated
+EXTRA = "<extra>"
+SPECIAL_TOKENS = (PAD, UNK, EOS, TEXT, KEYWORD, EXTRA)
 TOKENIZER_KINDS = ("char", "bpe")
 SPACE_MARK = "▁"
 
@@ -50,7 +52,7 @@ class CopyTokenizer:
             elif token not in special:
                 self.pieces[index] = token.replace(SPACE_MARK, " ")
         self.piece_chars = [len(piece) for piece in self.pieces]
-        self.pad_id, self.unk_id, self.eos_id, self.text_id, self.keyword_id = (
+        self.pad_id, self.unk_id, self.eos_id, self.text_id, self.keyword_id, self.extra_id = (
             self.token_id(token) for token in SPECIAL_TOKENS
         )
 

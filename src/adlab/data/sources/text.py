@@ -22,7 +22,7 @@ from adlab.data.sources.base import BuiltData
 from adlab.data.sources.tabular import read_table
 from adlab.errors import AdlabError
 from adlab.text.keywords import draw_keyword
-from adlab.text.tokenizers import KEYWORD, TEXT, CopyTokenizer, control_token
+from adlab.text.tokenizers import EXTRA, KEYWORD, TEXT, CopyTokenizer, control_token
 
 MISSING_VALUE = "?"  # condition value of a missing cell, and of values unseen in training
 SENTENCE_END = re.compile(r"[.!?…](?=\s|$)")
@@ -53,6 +53,29 @@ def condition_strings(values: pd.Series) -> pd.Series:
     return values.astype("string").fillna(MISSING_VALUE).str.strip().replace("", MISSING_VALUE).astype(str)
 
 
+def _clean(values: pd.Series, max_chars: int | None) -> pd.Series:
+    """Whitespace-normalised texts, cut at a sentence end within `max_chars` when given."""
+    texts = normalise_whitespace(values)
+    return texts.map(lambda text: cut_at_sentence(text, int(max_chars))) if max_chars else texts
+
+
+def _pack(
+    examples: list[tuple[list[int], list[int], int, int]], length: int, tokenizer: CopyTokenizer
+) -> dict:
+    """Tensors of one split from `(prefix ids, text ids, characters + 1, source row)` examples."""
+    tokens = torch.full((len(examples), length), tokenizer.pad_id, dtype=torch.int64)
+    for position, (prefix, text, _, _) in enumerate(examples):
+        sequence = [*prefix, *text, tokenizer.eos_id]
+        tokens[position, : len(sequence)] = torch.tensor(sequence)
+    return {
+        "tokens": tokens,
+        "prefix_length": torch.tensor([len(e[0]) for e in examples], dtype=torch.int64),
+        # every character plus the end of the text: what bits per character divide by
+        "chars": torch.tensor([e[2] for e in examples], dtype=torch.int64),
+        "row": torch.tensor([e[3] for e in examples], dtype=torch.int64),
+    }
+
+
 @dataclass
 class TextRaw:
     """Validated texts: `texts` (n,) str; `conditions` (n, k) str frame; `groups` = texts (duplicates stay together)."""
@@ -63,6 +86,7 @@ class TextRaw:
     groups: np.ndarray
     dropped_empty: int
     duplicates: int
+    extra: np.ndarray | None = None  # (n,) auxiliary text of each row ("" when none), see `extra_text`
 
 
 class TextSource:
@@ -77,6 +101,10 @@ class TextSource:
         keyword_rate: share of training rows whose prefix carries a keyword drawn from their text.
         sentence_chars: cut each text at the last sentence end within this many characters (descriptions
             from review text, e.g. 90); null keeps texts whole.
+        extra_text: a column of auxiliary training text (e.g. "Review Text" beside titles): the training
+            rows' values, cut at a sentence end within `extra_chars`, are added as extra training sequences
+            `<conditions> <extra> text <eos>` (in-domain language for the model; never in val/test).
+        extra_chars: cut of the auxiliary texts (null: whole texts).
         drop_duplicates: keep only the first row of each exact duplicate text (counted in meta). Either way
             duplicates never straddle splits: identical texts form one group for the splitter.
         seed: seed of the keyword draws.
@@ -93,6 +121,8 @@ class TextSource:
         keyword_rate: float = 0.5,
         sentence_chars: int | None = None,
         drop_duplicates: bool = False,
+        extra_text: str | None = None,
+        extra_chars: int | None = 300,
         seed: int = 0,
         name: str = "text",
     ):
@@ -108,20 +138,21 @@ class TextSource:
         self.keyword_rate = keyword_rate
         self.sentence_chars = sentence_chars
         self.drop_duplicates = drop_duplicates
+        self.extra_text = extra_text
+        self.extra_chars = extra_chars
         self.seed = seed
         self.name = name
 
     def load(self) -> TextRaw:
         """Read the file, check the columns, normalise whitespace, drop (and count) empty texts."""
         frame = read_table(self.path)
-        missing = [c for c in [self.text, *self.conditions] if c not in frame.columns]
+        wanted = [self.text, *self.conditions, *([self.extra_text] if self.extra_text else [])]
+        missing = [c for c in wanted if c not in frame.columns]
         if missing:
             raise AdlabError(
                 f"{self.path}: columns {missing} not found; columns are {list(frame.columns)[:20]}"
             )
-        texts = normalise_whitespace(frame[self.text])
-        if self.sentence_chars:
-            texts = texts.map(lambda text: cut_at_sentence(text, int(self.sentence_chars)))
+        texts = _clean(frame[self.text], self.sentence_chars)
         keep = (texts != "").to_numpy()
         if not keep.any():
             raise AdlabError(f"{self.path}: text column '{self.text}' holds no non-empty text")
@@ -140,7 +171,12 @@ class TextSource:
             if self.conditions
             else np.zeros(len(texts), dtype=int)
         )
-        return TextRaw(texts, conditions, labels, texts.astype(str), dropped_empty, duplicates)
+        extra = (
+            _clean(frame[self.extra_text], self.extra_chars)[keep].to_numpy(dtype=object)
+            if self.extra_text
+            else None
+        )
+        return TextRaw(texts, conditions, labels, texts.astype(str), dropped_empty, duplicates, extra)
 
     def build(self, raw: TextRaw, splits: dict[str, np.ndarray]) -> BuiltData:
         """Fit the tokenizer and condition vocabularies on train; return token tensors for every split."""
@@ -149,8 +185,12 @@ class TextSource:
             c: sorted(set(raw.conditions[c].iloc[train_rows]) - {MISSING_VALUE}) for c in self.conditions
         }
         controls = [control_token(c, v) for c in self.conditions for v in [MISSING_VALUE, *values[c]]]
+        extra_rows = [int(r) for r in train_rows if raw.extra is not None and raw.extra[r]]
         tokenizer = CopyTokenizer.train(
-            (raw.texts[i] for i in train_rows), self.tokenizer, self.vocab_size, controls
+            [*(raw.texts[i] for i in train_rows), *(raw.extra[i] for i in extra_rows)],
+            self.tokenizer,
+            self.vocab_size,
+            controls,
         )
         encoded = tokenizer.encode_batch(list(raw.texts))
         rng = np.random.default_rng(self.seed)
@@ -160,22 +200,20 @@ class TextSource:
                 keywords[int(row)] = word
         keyword_ids = dict(zip(keywords, tokenizer.encode_batch(list(keywords.values())), strict=True))
         prefixes = self._prefixes(raw, tokenizer, values, keyword_ids)
-        length = max(len(p) + len(e) + 1 for p, e in zip(prefixes, encoded, strict=True))
-        tensors = {}
-        for stage, rows in splits.items():
-            tokens = torch.full((len(rows), length), tokenizer.pad_id, dtype=torch.int64)
-            prefix_length = torch.empty(len(rows), dtype=torch.int64)
-            for position, row in enumerate(rows):
-                sequence = [*prefixes[row], *encoded[row], tokenizer.eos_id]
-                tokens[position, : len(sequence)] = torch.tensor(sequence)
-                prefix_length[position] = len(prefixes[row])
-            tensors[stage] = {
-                "tokens": tokens,
-                "prefix_length": prefix_length,
-                # every character plus the end of the text: what bits per character divide by
-                "chars": torch.tensor([len(raw.texts[row]) + 1 for row in rows], dtype=torch.int64),
-                "row": torch.as_tensor(rows, dtype=torch.int64),
-            }
+        examples = {
+            stage: [(prefixes[r], encoded[r], len(raw.texts[r]) + 1, int(r)) for r in rows]
+            for stage, rows in splits.items()
+        }
+        if extra_rows:
+            conditions = len(self.conditions)
+            extra_prefix = tokenizer.token_id(EXTRA)
+            extras = tokenizer.encode_batch([raw.extra[r] for r in extra_rows])
+            examples["train"] += [
+                ([*prefixes[r][:conditions], extra_prefix], ids, len(raw.extra[r]) + 1, r)
+                for r, ids in zip(extra_rows, extras, strict=True)
+            ]
+        length = max(len(p) + len(e) + 1 for stage in examples.values() for p, e, _, _ in stage)
+        tensors = {stage: _pack(rows, length, tokenizer) for stage, rows in examples.items()}
         train_texts = sorted(set(raw.texts[train_rows]))
         meta = {
             "kind": "text",
@@ -196,6 +234,7 @@ class TextSource:
             else [],
             "rows": {stage: int(len(rows)) for stage, rows in splits.items()},
             "dropped_empty": raw.dropped_empty,
+            "extra_rows": len(extra_rows),
             # rows repeating an earlier text (dropped when drop_duplicates, else kept in one split)
             "duplicate_rows": raw.duplicates,
             "train_chars_per_token": float(
