@@ -81,6 +81,8 @@ def test_export_matches_pytorch_on_held_out_rows(packages, held_out, fmt):
     metadata = json.loads((packages[fmt] / "metadata.json").read_text())
     preprocessing = json.loads((packages[fmt] / "preprocessing.json").read_text())
     assert metadata["model_format"] == fmt and metadata["parity"]["max_abs_error"] <= 1e-5
+    onnx_metadata = json.loads((packages["onnx"] / "metadata.json").read_text())
+    assert metadata["model_version"] == onnx_metadata["model_version"]  # one checkpoint, one version
     assert "test/auroc" in metadata["training_metrics"]
     assert preprocessing["version"] == 1 and len(preprocessing["features"]) == 85
     assert preprocessing["features"][0]["vocabulary"][0].startswith("subtype")

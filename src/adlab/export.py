@@ -319,7 +319,9 @@ def export_checkpoint(
     model_path = write_graph(spec, fmt, out / FORMATS[fmt], opset)
     preprocessing_text = _json(spec.preprocessing)
     atomic_write_text(out / PREPROCESSING_FILE, preprocessing_text)
-    digest = hashlib.sha256(model_path.read_bytes() + preprocessing_text.encode()).hexdigest()[:12]
+    # the version names what is scored (weights + preprocessing), not the exporter's byte layout,
+    # so re-exporting a checkpoint keeps its version and both formats of it share one
+    digest = hashlib.sha256(ckpt_path.read_bytes() + preprocessing_text.encode()).hexdigest()[:12]
     config = checkpoint["adlab_config"]
     features = [{"name": f["name"], "kind": f["kind"]} for f in spec.preprocessing.get("features", [])]
     metadata = {
