@@ -12,6 +12,7 @@ Without `--evaluator-ckpt` the evaluator is trained first (`experiment=imagery_f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -31,7 +32,9 @@ QUIET = ["extras.print_config=false", "callbacks.progress_bar=null"]
 def run(experiment: str, output_dir: Path, overrides: list[str]) -> dict:
     """`adlab-train experiment=<experiment> <overrides>` into `output_dir`; its metrics plus wall time."""
     started = time.perf_counter()
-    train(compose("train", [f"experiment={experiment}", *QUIET, *overrides], output_dir))
+    # the harness prints its metrics table on stdout; keep stdout for this script's own output
+    with contextlib.redirect_stdout(sys.stderr):
+        train(compose("train", [f"experiment={experiment}", *QUIET, *overrides], output_dir))
     metrics = json.loads((output_dir / "metrics.json").read_text())
     metrics["time/job_seconds"] = time.perf_counter() - started
     return metrics

@@ -202,14 +202,15 @@ class GenerativeScores:
 
     @torch.no_grad()
     def update_fake(self, images: Tensor, labels: Tensor, conditional: bool = True) -> None:
-        """Generated images; `labels` are the classes asked for (CAS only when `conditional`)."""
+        """Generated images; `labels` are the classes asked for (CAS only when `conditional`; an
+        unconditional generator's images are grouped by the classifier's prediction for diversity)."""
         for metric in (self.fid, self.kid):
             if metric is not None:
                 metric.update(images, real=False)
-        self.fake_diversity.update(self.features(images), labels)
+        logits = self.classifier(self.classifier.prepare(images))
+        self.fake_diversity.update(self.features(images), labels if conditional else logits.argmax(dim=1))
         if conditional:
             self.conditional = True
-            logits = self.classifier(self.classifier.prepare(images))
             self.cas.update(logits, labels)
             self.class_cas.update(logits, labels)
 

@@ -157,8 +157,8 @@ class DCGANDiscriminator(nn.Module):
 
 # ------------------------------------------------------------------------------------------ SN-ResNet
 class ConditionalBatchNorm2d(nn.Module):
-    """Batch norm without its own affine; the scale and shift come from the class (identity when
-    unconditional is asked for by `num_classes=0`, which gives plain learned affine BN)."""
+    """Batch norm whose scale and shift come from the class (an embedding per class, starting at the
+    identity); `num_classes=0` gives plain batch norm with one learned scale and shift."""
 
     def __init__(self, channels: int, num_classes: int):
         super().__init__()
