@@ -198,6 +198,15 @@ def test_models_train_a_step_and_generate_within_the_limit(datamodule, net):
     assert cached == plain
 
 
+def test_words_cut_by_the_limit_are_dropped():
+    from adlab.text.decoding import _drop_last_word
+
+    assert _drop_last_word("Perfect for the bea", None) == "Perfect for the"
+    assert _drop_last_word("Perfect, bea", None) == "Perfect"
+    assert _drop_last_word("Beach", None) == "Beach"
+    assert _drop_last_word("Great summer", "summer") == "Great summer"
+
+
 def test_text_metrics():
     texts = ["Love this dress", "Love this top", "Great jeans"]
     assert distinct_n(texts, 1) == pytest.approx(6 / 8)

@@ -381,6 +381,7 @@ class CopywritingModule(L.LightningModule):
             banned_words=list(cfg.get("banned_words") or []),
             use_cache=bool(cfg.get("use_cache", True)),
             force_keyword=bool(cfg.get("force_keyword", False)),
+            whole_words=bool(cfg.get("whole_words", True)),
         )
         rng = np.random.default_rng(int(cfg.get("seed", 1)))
         prompts = [self._prompt(ids, keyword) for ids in self.condition_ids(conditions, n, rng)]

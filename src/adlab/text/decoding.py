@@ -19,6 +19,7 @@ from torch import Tensor
 from adlab.text.keywords import contains_keyword
 from adlab.text.tokenizers import CopyTokenizer
 
+WORD_ENDS = set(" .,;:!?)…")  # a next token starting with one of these means the last word was whole
 MAX_RESAMPLES = 20  # a step that keeps hitting banned words ends the text instead
 
 
@@ -35,6 +36,9 @@ class DecodingOptions:
         use_cache: reuse attention keys/values (GPT) between steps; off recomputes the whole prefix.
         force_keyword: guarantee the prompt's keyword: when a text would end, or run out of room, without
             it, the keyword's tokens are written next (the keyword itself must fit in `max_chars`).
+        whole_words: a text the limit cut inside a word (the model would have continued the word) drops
+            that word ("Perfect for a day at the bea" -> "Perfect for a day at the"), unless that empties
+            the text or drops the keyword.
     """
 
     max_chars: int = 30
@@ -44,6 +48,7 @@ class DecodingOptions:
     banned_words: Sequence[str] = ()
     use_cache: bool = True
     force_keyword: bool = False
+    whole_words: bool = True
 
 
 def filter_logits(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
@@ -114,6 +119,9 @@ def sample_copy(
     banned = BannedWords(options.banned_words)
     chars = torch.zeros(batch, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
+    cut_by_limit = torch.zeros(batch, dtype=torch.bool, device=device)
+    ends_word = torch.tensor([p[:1] in WORD_ENDS for p in tokenizer.pieces], device=device)
+    ends_word[tokenizer.eos_id] = True
     texts = [""] * batch
     forcing = KeywordForcing(tokenizer, keywords, options) if options.force_keyword and keywords else None
     sequence = padded[:, :shortest]
@@ -145,7 +153,11 @@ def sample_copy(
         for row in writing.nonzero().flatten().tolist():
             texts[row] += tokenizer.pieces[int(tokens[row])]
         chars += torch.where(writing, piece_chars[tokens], 0)
-        done |= writing & (tokens == tokenizer.eos_id)
+        ending = writing & (tokens == tokenizer.eos_id)
+        # cut mid-word when, without the limit, the model's favourite next token would continue the word
+        favourite = logits.masked_fill(never.unsqueeze(0), float("-inf")).argmax(dim=1)
+        cut_by_limit |= ending & nothing_else_fits & ~ends_word[favourite]
+        done |= ending
         if bool(done.all()):
             break
         sequence = torch.cat([sequence, tokens.unsqueeze(1)], dim=1)
@@ -153,7 +165,24 @@ def sample_copy(
             logits, cache = model.decode_step(tokens.unsqueeze(1), cache)
         else:
             logits, _ = model.decode_step(sequence, None)
-    return [text.strip() for text in texts], sampled
+    texts = [text.strip() for text in texts]
+    if options.whole_words:
+        for row in cut_by_limit.nonzero().flatten().tolist():
+            keyword = keywords[row] if keywords else None
+            texts[row] = _drop_last_word(texts[row], keyword)
+    return texts, sampled
+
+
+def _drop_last_word(text: str, keyword: str | None) -> str:
+    """The text without its last word (and trailing punctuation), unless that empties it or drops the keyword."""
+    if " " not in text:
+        return text
+    shorter = text.rsplit(" ", 1)[0].rstrip(" ,;:-–")
+    if not shorter or (
+        keyword and contains_keyword(text, keyword) and not contains_keyword(shorter, keyword)
+    ):
+        return text
+    return shorter
 
 
 class KeywordForcing:
