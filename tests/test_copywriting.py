@@ -13,7 +13,14 @@ from adlab.baselines.ngram import CharNgramLM
 from adlab.data.datamodule import MarketingDataModule
 from adlab.data.sources.text import TextSource, cut_at_sentence
 from adlab.errors import AdlabError
-from adlab.metrics.text import distinct_n, keyword_inclusion, length_pass_rate, novelty, self_bleu
+from adlab.metrics.text import (
+    distinct_n,
+    keyword_inclusion,
+    length_pass_rate,
+    novelty,
+    self_bleu,
+    sentence_bleu,
+)
 from adlab.nets.lm import GPTLM, RecurrentLM
 from adlab.text.decoding import DecodingOptions, sample_copy
 from adlab.text.tokenizers import CopyTokenizer
@@ -213,6 +220,10 @@ def test_text_metrics():
     assert distinct_n(texts, 2) == pytest.approx(4 / 5)
     assert self_bleu(["a b c", "a b c"]) == pytest.approx(1.0)
     assert self_bleu(texts) < 1.0
+    # unigrams 3/3, bigrams (1+1)/(2+1), trigrams (0+1)/(1+1); no brevity penalty (closest reference: 3 words)
+    assert sentence_bleu(
+        "love this dress".split(), ["love this top".split(), "great dress".split()]
+    ) == pytest.approx((1 * 2 / 3 * 1 / 2) ** (1 / 3))
     assert novelty(texts, ["love THIS  dress"]) == pytest.approx(2 / 3)
     assert length_pass_rate(texts, 13) == pytest.approx(2 / 3)
     assert keyword_inclusion(texts, ["dress", "jeans", None]) == pytest.approx(0.5)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
-
-from torchmetrics.functional.text import bleu_score
 
 from adlab.text.keywords import contains_keyword
 
@@ -24,23 +23,55 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def self_bleu(texts: Sequence[str], max_order: int = 4) -> float:
-    """Mean smoothed BLEU of each text against all the others (1 = all alike, lower = more diverse).
+def _ngram_counts(words: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
-    Texts are lower-cased. Headlines are often shorter than four words, where BLEU-4 is 0 by definition,
-    so a text of w words is scored with n-grams up to min(max_order, w). A set of fewer than two non-empty
-    texts has no self-BLEU (returns 0).
+
+def sentence_bleu(
+    hypothesis: Sequence[str], references: Sequence[Sequence[str]], max_order: int = 4
+) -> float:
+    """BLEU of one tokenized hypothesis against tokenized references: n-gram orders up to
+    min(max_order, hypothesis length), add-one smoothing of the 2..N-gram precisions (Lin & Och, 2004),
+    brevity penalty of the closest reference length.
+
+    Written here because torchmetrics' `bleu_score` returns 0 whenever any order has no match, even with
+    `smooth=True`, which makes it 0 for nearly every pair of short headlines.
     """
-    texts = [" ".join(_words(t)) for t in texts if t.strip()]
-    if len(texts) < 2:
+    if not hypothesis or not references:
+        return 0.0
+    # a 3-word headline has no 4-grams: average the orders it has instead of counting empty ones as 1
+    order = min(max_order, len(hypothesis))
+    log_precision = 0.0
+    for n in range(1, order + 1):
+        counts = _ngram_counts(hypothesis, n)
+        most: Counter = Counter()
+        for reference in references:
+            most |= _ngram_counts(reference, n)
+        matches = sum(min(count, most[gram]) for gram, count in counts.items())
+        total = max(len(hypothesis) - n + 1, 0)
+        if n == 1:
+            if matches == 0:
+                return 0.0
+            log_precision += math.log(matches / total)
+        else:
+            log_precision += math.log((matches + 1) / (total + 1))
+    closest = min((abs(len(r) - len(hypothesis)), len(r)) for r in references)[1]
+    brevity = 1.0 if len(hypothesis) > closest else math.exp(1 - closest / len(hypothesis))
+    return brevity * math.exp(log_precision / order)
+
+
+def self_bleu(texts: Sequence[str], max_order: int = 4) -> float:
+    """Mean BLEU of each text against all the others (1 = all alike, lower = more diverse).
+
+    Texts are lower-cased and split on whitespace. A set of fewer than two non-empty texts has no self-BLEU
+    (returns 0).
+    """
+    tokenized = [_words(t) for t in texts if t.strip()]
+    if len(tokenized) < 2:
         return 0.0
     scores = [
-        float(
-            bleu_score(
-                [text], [texts[:i] + texts[i + 1 :]], n_gram=min(max_order, len(text.split())), smooth=True
-            )
-        )
-        for i, text in enumerate(texts)
+        sentence_bleu(words, tokenized[:i] + tokenized[i + 1 :], max_order)
+        for i, words in enumerate(tokenized)
     ]
     return sum(scores) / len(scores)
 
