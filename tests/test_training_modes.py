@@ -28,9 +28,21 @@ def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
     assert cfg.monitor.startswith("val/")
 
 
+# presets whose data is another file: point them at the tiny CoIL-like table (their model, trainer and
+# callbacks are what a fast dev run checks)
+COIL_AS_TABLE = [
+    "data.source.path=${paths.data_dir}/coil2000/coil2000.parquet",
+    "data.source.target=CARAVAN",
+    "data.source.id_column=customer_id",
+    "data.source.drop=[split]",
+]
+TABULAR_OVERRIDES = {"propensity_cdnow": COIL_AS_TABLE, "propensity_csv": COIL_AS_TABLE}
+
+
 @pytest.mark.parametrize("experiment", TABULAR)
 def test_fast_dev_run_of_tabular_experiments(experiment, train_config):
-    metrics = train(train_config([f"experiment={experiment}", "debug=fdr"]))
+    overrides = TABULAR_OVERRIDES.get(experiment, [])
+    metrics = train(train_config([f"experiment={experiment}", "debug=fdr", *overrides]))
     assert "test/auroc" in metrics
 
 
