@@ -26,7 +26,7 @@ from adlab.train import train  # noqa: E402
 from adlab.utils.configs import compose  # noqa: E402
 
 PRESETS = {"dcgan": "creative_dcgan", "improved": "creative_sngan"}
-QUIET = ["extras.print_config=false", "callbacks.progress_bar=null"]
+QUIET = ["extras.print_config=false", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"]
 
 
 def run(experiment: str, output_dir: Path, overrides: list[str]) -> dict:
