@@ -71,7 +71,8 @@ class TensorBatchLoader:
         return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        order = self._indices()
+        # the permutation moves once per epoch to where the data lives (a GPU when resident)
+        order = self._indices().to(next(iter(self.tensors.values())).device)
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
             if self.drop_last and len(index) < self.batch_size:
