@@ -40,7 +40,12 @@ def warmup_ema(decay: float):
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
         count = int(updates)
         step_decay = min(decay, (1 + count) / (10 + count))
-        torch._foreach_lerp_(averaged, current, 1 - step_decay)
+        floating = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
+        if floating:
+            torch._foreach_lerp_([a for a, _ in floating], [c for _, c in floating], 1 - step_decay)
+        for a, c in zip(averaged, current, strict=True):
+            if not a.is_floating_point():  # counters such as BatchNorm's num_batches_tracked
+                a.copy_(c)
 
     return update
 
