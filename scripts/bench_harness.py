@@ -10,6 +10,7 @@ flagship's own (`model=propensity` defaults) and the row count is large enough f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -23,7 +24,6 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from adlab.data.synthetic import write_coil_like  # noqa: E402
 from adlab.train import train  # noqa: E402
@@ -52,32 +52,34 @@ def harness_epochs(data_dir: Path, output_dir: Path, batch_size: int, epochs: in
         "extras.print_config=false",
     ]
     cfg = compose("train", overrides, output_dir)
-    train(cfg)
+    # the harness prints its metrics table on stdout; keep stdout for this script's figures
+    with contextlib.redirect_stdout(sys.stderr):
+        train(cfg)
     logged = pd.read_csv(output_dir / "csv" / "metrics.csv")
     return logged["time/train_epoch_seconds"].dropna().tolist(), cfg
 
 
 def hand_loop_epochs(cfg, batch_size: int, epochs: int) -> list[float]:
-    """The same MLP, optimizer and batch size in a plain PyTorch loop over the same tensors."""
+    """The same model, loss, optimizer and batch size in a plain PyTorch loop over the same tensors."""
     from hydra.utils import instantiate
 
     datamodule = instantiate(cfg.data, seed=cfg.seed, _convert_="partial")
     datamodule.setup("fit")
     model = instantiate(cfg.model, meta=datamodule.meta, _convert_="partial")
-    net = model.net
     optimizer = model.configure_optimizers()
+    if isinstance(optimizer, dict):
+        optimizer = optimizer["optimizer"]
     tensors = datamodule.tensors["train"]
     categorical, numeric, target = tensors["categorical"], tensors["numeric"], tensors["target"]
     times = []
     for epoch in range(epochs):
         start = time.perf_counter()
-        net.train()
+        model.train()
         order = torch.randperm(len(target), generator=torch.Generator().manual_seed(epoch))
         for begin in range(0, len(order), batch_size):
             index = order[begin : begin + batch_size]
-            loss = F.binary_cross_entropy_with_logits(
-                net(categorical[index], numeric[index]).squeeze(-1), target[index]
-            )
+            # exactly the harness's training_step: every ensemble member's loss on the batch
+            loss = model.loss(model.member_logits(categorical[index], numeric[index]), target[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
