@@ -45,3 +45,24 @@ def train_config(tmp_path, coil_data_dir):
         )
 
     return make
+
+
+@pytest.fixture
+def wandb_media(monkeypatch):
+    """Record the keys of every image and table handed to W&B (the offline run still receives them)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    keys: list[str] = []
+    log_image, log_table = WandbLogger.log_image, WandbLogger.log_table
+
+    def image(self, key, images, *args, **kwargs):
+        keys.append(key)
+        return log_image(self, key, images, *args, **kwargs)
+
+    def table(self, key, *args, **kwargs):
+        keys.append(key)
+        return log_table(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(WandbLogger, "log_image", image)
+    monkeypatch.setattr(WandbLogger, "log_table", table)
+    return keys

@@ -250,7 +250,7 @@ def test_ngram_kneser_ney_is_normalised_and_beats_lower_orders():
 
 
 @pytest.mark.parametrize("experiment", ["copy_lstm", "copy_gpt", "copy_csv"])
-def test_copy_experiments_fast_dev_run(experiment, titles_csv, tmp_path):
+def test_copy_experiments_fast_dev_run(experiment, titles_csv, tmp_path, wandb_media):
     from adlab.train import train
 
     data = titles_csv.parent
@@ -291,10 +291,13 @@ def test_copy_experiments_fast_dev_run(experiment, titles_csv, tmp_path):
             "baselines.ngram.orders=[2,3]",
             "callbacks.progress_bar=null",
             "extras.print_config=false",
+            "logger=wandb",
         ],
         tmp_path / "run",
     )
     metrics = train(cfg)
+    # the offline W&B run received the table of samples
+    assert "tables/samples" in wandb_media
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     for key in (
         "val/bpc",

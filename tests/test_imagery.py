@@ -270,8 +270,8 @@ def test_network_too_big_for_the_images_is_a_config_error(image_folder, tmp_path
 
 
 @pytest.mark.parametrize("experiment", ["imagery_fashion", "imagery_fashion_cpu", "imagery_folder"])
-def test_experiment_fast_dev_run(experiment, fashion_dir, image_folder, tmp_path):
-    overrides = [f"experiment={experiment}", "debug=fdr", f"paths.data_dir={fashion_dir}", *FAST]
+def test_experiment_fast_dev_run(experiment, fashion_dir, image_folder, tmp_path, wandb_media):
+    overrides = [f"experiment={experiment}", "debug=fdr", f"paths.data_dir={fashion_dir}", "logger=wandb", *FAST]
     if experiment == "imagery_fashion":
         overrides += [
             "trainer=cpu",
@@ -287,3 +287,5 @@ def test_experiment_fast_dev_run(experiment, fashion_dir, image_folder, tmp_path
     assert {"test/accuracy", "test/macro_f1", "val/accuracy"} <= set(metrics)
     if experiment != "imagery_folder":
         assert "test/accuracy_t_shirt_top" in metrics and "test/accuracy_ankle_boot" in metrics
+    # the offline W&B run received the confusion matrix and the misclassified grid
+    assert {"plots/confusion_matrix", "plots/misclassified"} <= set(wandb_media)

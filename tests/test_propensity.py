@@ -80,8 +80,8 @@ def test_calibrators_fitted_on_scores_repair_overconfidence():
     assert max(abs(row["predicted"] - row["observed"]) for row in rows) < 0.03
 
 
-def test_coil_run_writes_marketing_outputs_and_both_baselines(train_config, tmp_path):
-    cfg = train_config(["experiment=propensity_coil", "model.members=2", "seed=2"])
+def test_coil_run_writes_marketing_outputs_and_both_baselines(train_config, tmp_path, wandb_media):
+    cfg = train_config(["experiment=propensity_coil", "model.members=2", "seed=2", "logger=wandb"])
     metrics = train(cfg)
     run = tmp_path / "run"
     written = json.loads((run / "metrics.json").read_text())
@@ -101,6 +101,8 @@ def test_coil_run_writes_marketing_outputs_and_both_baselines(train_config, tmp_
             for name in ("auroc", "top20_hits", "ece"):
                 assert f"baseline/{baseline}/{stage}/{name}" in written
     assert written["test/top20_hits"] == pytest.approx(metrics["test/top20_hits"])
+    # the offline W&B run received the plots and the decile table
+    assert {"plots/gains_lift", "plots/calibration", "tables/decile_table"} <= set(wandb_media)
 
 
 def test_cdnow_features_see_nothing_after_the_cutoff():
