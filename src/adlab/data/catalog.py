@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-
 @dataclass(frozen=True)
 class ArchiveFile:
     """One file read out of an archive: its path inside, its sha256, and its name under `data/<dataset>/`."""
@@ -47,7 +46,6 @@ def register(dataset: Dataset) -> Dataset:
     """Add a dataset to the catalog (families call this for their datasets)."""
     CATALOG[dataset.name] = dataset
     return dataset
-
 
 
 def _load_datasets() -> None:
