@@ -271,7 +271,13 @@ def test_network_too_big_for_the_images_is_a_config_error(image_folder, tmp_path
 
 @pytest.mark.parametrize("experiment", ["imagery_fashion", "imagery_fashion_cpu", "imagery_folder"])
 def test_experiment_fast_dev_run(experiment, fashion_dir, image_folder, tmp_path, wandb_media):
-    overrides = [f"experiment={experiment}", "debug=fdr", f"paths.data_dir={fashion_dir}", "logger=wandb", *FAST]
+    overrides = [
+        f"experiment={experiment}",
+        "debug=fdr",
+        f"paths.data_dir={fashion_dir}",
+        "logger=wandb",
+        *FAST,
+    ]
     if experiment == "imagery_fashion":
         overrides += [
             "trainer=cpu",

