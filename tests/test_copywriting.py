@@ -296,8 +296,9 @@ def test_copy_experiments_fast_dev_run(experiment, titles_csv, tmp_path, wandb_m
         tmp_path / "run",
     )
     metrics = train(cfg)
-    # the offline W&B run received the table of samples
-    assert "tables/samples" in wandb_media
+    if experiment == "copy_csv":  # a real (short) run: fast_dev_run replaces the loggers with a dummy
+        # the offline W&B run received the table of samples
+        assert "tables/samples" in wandb_media
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     for key in (
         "val/bpc",

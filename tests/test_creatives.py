@@ -200,10 +200,13 @@ def test_creative_experiments_fast_dev_run(preset, fashion_dir, evaluator_ckpt, 
     assert metrics["test/fid"] > 0 and metrics["test/fid_floor"] >= 0
 
 
-def test_trained_checkpoint_generates_an_image_folder_the_source_reads(fashion_dir, evaluator_ckpt, tmp_path):
+def test_trained_checkpoint_generates_an_image_folder_the_source_reads(
+    fashion_dir, evaluator_ckpt, tmp_path, wandb_media
+):
     run = tmp_path / "run"
     overrides = [
         "experiment=creative_sngan",
+        "logger=wandb",
         "trainer.max_epochs=1",
         "+trainer.limit_train_batches=2",
         f"paths.data_dir={fashion_dir}",
@@ -217,6 +220,8 @@ def test_trained_checkpoint_generates_an_image_folder_the_source_reads(fashion_d
     for name in ("samples_epoch_000", "class_grid", "interpolation", "diversity"):
         assert (run / "plots" / f"{name}.png").stat().st_size > 500
     assert "collapsed" in (run / "diversity.csv").read_text().splitlines()[0]
+    # the offline W&B run received the grids and the diversity table
+    assert {"plots/samples_epoch_000", "plots/class_grid", "tables/diversity"} <= set(wandb_media)
 
     out = tmp_path / "generated"
     cfg = compose_config("generate", [f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "n=3"], out)

@@ -286,12 +286,14 @@ def test_experiment_fast_dev_run(experiment, fashion_dir, image_folder, tmp_path
             "model.net.blocks=[1,1]",
         ]
     if experiment == "imagery_folder":
-        overrides += [f"data.source.path={image_folder}", "data.source.image_size=16"]
+        # a real (short) run: fast_dev_run replaces the loggers with a dummy, and W&B is checked here
+        overrides += [f"data.source.path={image_folder}", "data.source.image_size=16", "debug=limit"]
     cfg = compose_config("train", overrides, tmp_path / "run")
     assert cfg.monitor == "val/accuracy" and cfg.monitor_mode == "max"
     metrics = train(cfg)
     assert {"test/accuracy", "test/macro_f1", "val/accuracy"} <= set(metrics)
     if experiment != "imagery_folder":
         assert "test/accuracy_t_shirt_top" in metrics and "test/accuracy_ankle_boot" in metrics
-    # the offline W&B run received the confusion matrix and the misclassified grid
-    assert {"plots/confusion_matrix", "plots/misclassified"} <= set(wandb_media)
+    if experiment == "imagery_folder":
+        # the offline W&B run received the confusion matrix and the misclassified grid
+        assert {"plots/confusion_matrix", "plots/misclassified"} <= set(wandb_media)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from adlab.train import train
 from adlab.utils.configs import config_dir
@@ -24,8 +25,20 @@ def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
     cfg = compose_config("train", [f"experiment={experiment}", "paths.data_dir=/nonexistent"], tmp_path)
     for group in ("data", "model", "trainer"):
         assert "_target_" in cfg[group], group
-    instantiate(cfg.trainer)  # trainer config is complete and valid
     assert cfg.monitor.startswith("val/")
+    extra = []
+    if cfg.trainer.accelerator == "gpu":  # GPU presets: everything but the accelerator is checked here
+        extra.append("trainer.accelerator=cpu")
+    # bring-your-own-data presets take the file and its columns from the user
+    extra += [
+        f"data.source.{key}=given" for key in cfg.data.source if OmegaConf.is_missing(cfg.data.source, key)
+    ]
+    if extra:
+        overrides = [f"experiment={experiment}", "paths.data_dir=/nonexistent", *extra]
+        cfg = compose_config("train", overrides, tmp_path)
+    instantiate(cfg.trainer)
+    # the data module and its source are built (reading files waits for setup)
+    assert instantiate(cfg.data, seed=cfg.seed, _convert_="partial").source is not None
 
 
 # presets whose data is another file: point them at the tiny CoIL-like table (their model, trainer and
