@@ -12,6 +12,7 @@ import torch
 from adlab.baselines.ngram import CharNgramLM
 from adlab.data.datamodule import MarketingDataModule
 from adlab.data.sources.text import TextSource, cut_at_sentence
+from adlab.data.synthetic import make_titles
 from adlab.errors import AdlabError
 from adlab.metrics.text import (
     distinct_n,
@@ -25,37 +26,6 @@ from adlab.nets.lm import GPTLM, RecurrentLM
 from adlab.text.decoding import DecodingOptions, sample_copy
 from adlab.text.tokenizers import CopyTokenizer
 from tests.conftest import compose_config
-
-ADJECTIVES = ["Lovely", "Perfect", "Cute", "Comfy", "Gorgeous", "Chic", "Soft", "Élégant", "Flowy", "Great"]
-ITEMS = {
-    "Dresses": ["dress", "maxi", "sundress"],
-    "Tops": ["top", "blouse", "tee"],
-    "Bottoms": ["jeans", "pants"],
-}
-ENDINGS = ["", "!", " 😍", " for summer", " but runs small", " - love it", " café style"]
-
-
-def make_titles(path, rows: int = 400, seed: int = 0):
-    """A clothing-review-shaped table: Title, Department Name, Rating, with accents, emoji and duplicates."""
-    rng = np.random.default_rng(seed)
-    departments = rng.choice(list(ITEMS), rows)
-    titles = [f"{rng.choice(ADJECTIVES)} {rng.choice(ITEMS[d])}{rng.choice(ENDINGS)}" for d in departments]
-    titles[:3] = ["  Lovely   dress ", "", None]  # whitespace to normalise, empty texts to drop
-    reviews = [
-        f"I bought the {rng.choice(ITEMS[d])} in size {rng.integers(0, 12)}. It fits well!"
-        for d in departments
-    ]
-    frame = pd.DataFrame(
-        {
-            "Title": titles,
-            "Department Name": departments,
-            "Rating": rng.integers(1, 6, rows),
-            "Review Text": reviews,
-            "Other": 1,
-        }
-    )
-    frame.to_csv(path, index=False, encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")

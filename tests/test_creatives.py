@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 
 from adlab.data.sources.images import ImageSource
+from adlab.data.synthetic import make_fashion_like
 from adlab.errors import AdlabError
 from adlab.generate import generate
 from adlab.metrics.generative import GenerativeScores
@@ -18,7 +19,6 @@ from adlab.models.imagery import ImageryModule
 from adlab.nets.gan import diff_augment
 from adlab.train import train
 from tests.conftest import compose_config
-from tests.test_imagery import make_fashion_like
 
 CLASSES = [
     "T-shirt/top",

@@ -12,10 +12,9 @@ import sys
 
 import pytest
 
-from tests.test_copywriting import make_titles
+from adlab.data.synthetic import make_image_folder, make_titles
 from tests.test_creatives import SMALL as GAN_SMALL
 from tests.test_creatives import evaluator_ckpt, fashion_dir  # noqa: F401  (fixtures)
-from tests.test_imagery import make_image_folder
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
 DDP = ["trainer=ddp_cpu", "trainer.max_epochs=1", "extras.print_config=false", "callbacks.progress_bar=null"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -10,61 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from adlab.data.augment import BatchAugment, flip_and_translate
 from adlab.data.catalog import CATALOG
 from adlab.data.sources.images import ImageSource, class_keys, read_idx
+from adlab.data.synthetic import FOLDER_CLASSES, make_fashion_like, make_image_folder
 from adlab.errors import AdlabError
 from adlab.train import train
 from tests.conftest import compose_config
 
-FOLDER_CLASSES = ("Red shoe", "blue-bag", "Green/Hat")
 FAST = ["extras.print_config=false", "callbacks.progress_bar=null", "trainer.max_epochs=1"]
-
-
-def _pattern(label: int, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-    """An RGB image whose dominant channel is the class: learnable in a few steps."""
-    image = rng.integers(0, 60, size=(*size, 3))
-    image[:, :, label % 3] += 150
-    return image.astype(np.uint8)
-
-
-def make_image_folder(root: Path, per_class: int = 8, seed: int = 0) -> Path:
-    """One sub-folder per class; PNG and JPEG files of different sizes, some grey."""
-    rng = np.random.default_rng(seed)
-    for label, name in enumerate(FOLDER_CLASSES):
-        folder = root / name.replace("/", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        for index in range(per_class):
-            size = (20 + index % 3, 24 + index % 2)
-            image = Image.fromarray(_pattern(label, rng, size))
-            if index == 0:
-                image = image.convert("L")
-            image.save(folder / f"img{index}.{'jpg' if index % 2 else 'png'}")
-    return root
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write an idx file (the MNIST format), gzipped."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as stream:
-        stream.write(header + array.astype(np.uint8).tobytes())
-
-
-def make_fashion_like(data_dir: Path, train_rows: int = 400, test_rows: int = 60, seed: int = 0) -> Path:
-    """A `fashion_mnist/` folder with the four idx files of the real dataset's format (28x28, 10 classes)."""
-    rng = np.random.default_rng(seed)
-    folder = data_dir / "fashion_mnist"
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, rows in (("train", train_rows), ("t10k", test_rows)):
-        labels = np.arange(rows) % 10
-        images = rng.integers(0, 40, size=(rows, 28, 28))
-        for row, label in enumerate(labels):
-            images[row, 2 * label : 2 * label + 6, 4:24] += 200  # a class-dependent bar
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return folder
 
 
 @pytest.fixture(autouse=True, scope="module")
