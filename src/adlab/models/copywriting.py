@@ -370,7 +370,8 @@ class CopywritingModule(L.LightningModule):
         max_chars = int(cfg.get("max_chars", self.decoding.max_chars))
         if max_chars <= 0:
             raise AdlabError(f"max_chars={max_chars}: expected a positive character limit")
-        conditions = OmegaConf.to_container(cfg.get("conditions") or {}, resolve=True)
+        given = cfg.get("conditions")
+        conditions = OmegaConf.to_container(given, resolve=True) if given else {}
         keyword = cfg.get("keyword")
         keyword = " ".join(str(keyword).split()) if keyword not in (None, "") else None
         options = DecodingOptions(
