@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from adlab.data.datasets.fashion_mnist import FASHION_MNIST_CLASSES
 from adlab.data.sources.images import ImageSource
 from adlab.data.synthetic import make_fashion_like
 from adlab.errors import AdlabError
@@ -20,18 +21,7 @@ from adlab.nets.gan import diff_augment
 from adlab.train import train
 from tests.conftest import compose_config
 
-CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+CLASSES = list(FASHION_MNIST_CLASSES)
 META = {
     "kind": "images",
     "classes": CLASSES,
