@@ -66,3 +66,14 @@ def wandb_media(monkeypatch):
     monkeypatch.setattr(WandbLogger, "log_image", image)
     monkeypatch.setattr(WandbLogger, "log_table", table)
     return keys
+
+
+def run_module(module: str, *args: str, timeout: int = 600):
+    """Run `python -m <module> <args>` as a user would, offline; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=timeout
+    )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from adlab.data.fetch import CATALOG, fetch
 from adlab.data.sources.tabular import TabularSource
 from adlab.errors import AdlabError
 from adlab.train import train
+from tests.conftest import run_module
 
 
 def _table(path: Path, frame: pd.DataFrame) -> Path:
@@ -195,21 +193,13 @@ def test_fetch_checksum_mismatch_writes_nothing(tmp_path, monkeypatch):
 def test_cli_prints_one_line_and_exits_2(tmp_path):
     """The real console script: a missing data file is one line on stderr, status 2, no metrics.json."""
     run_dir = tmp_path / "run"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "adlab.train",
-            "data=tabular",
-            f"data.source.path={tmp_path / 'absent.csv'}",
-            "data.source.target=bought",
-            f"hydra.run.dir={run_dir}",
-            "extras.print_config=false",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    result = run_module(
+        "adlab.train",
+        "data=tabular",
+        f"data.source.path={tmp_path / 'absent.csv'}",
+        "data.source.target=bought",
+        f"hydra.run.dir={run_dir}",
+        "extras.print_config=false",
         timeout=300,
     )
     assert result.returncode == 2, result.stderr[-2000:]

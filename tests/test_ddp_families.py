@@ -6,29 +6,20 @@ The propensity family's DDP run is in tests/test_training_modes.py.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from adlab.data.synthetic import make_image_folder, make_titles
+from tests.conftest import run_module
 from tests.test_creatives import SMALL as GAN_SMALL
 from tests.test_creatives import evaluator_ckpt, fashion_dir  # noqa: F401  (fixtures)
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
 DDP = ["trainer=ddp_cpu", "trainer.max_epochs=1", "extras.print_config=false", "callbacks.progress_bar=null"]
 
 
 def ddp_train(run_dir, overrides: list[str]) -> dict:
     """Run adlab-train with two CPU processes and return the metrics.json rank 0 wrote."""
-    result = subprocess.run(
-        [sys.executable, "-m", "adlab.train", *overrides, *DDP, f"hydra.run.dir={run_dir}"],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=600,
-    )
+    result = run_module("adlab.train", *overrides, *DDP, f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world_size: 2" in result.stderr + result.stdout or "MEMBER: 2/2" in result.stderr + result.stdout
     return json.loads((run_dir / "metrics.json").read_text())

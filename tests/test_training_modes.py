@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ from omegaconf import OmegaConf
 
 from adlab.train import train
 from adlab.utils.configs import config_dir
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_module
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 TABULAR = [e for e in EXPERIMENTS if e.startswith("propensity")]
@@ -100,24 +97,15 @@ def test_wandb_offline_run_receives_test_metrics(train_config, tmp_path, monkeyp
 
 def test_ddp_on_cpu_with_two_processes(coil_data_dir, tmp_path):
     run_dir = tmp_path / "ddp"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "adlab.train",
-            "experiment=propensity_coil",
-            "trainer=ddp_cpu",
-            "trainer.max_epochs=1",
-            f"paths.data_dir={coil_data_dir}",
-            f"hydra.run.dir={run_dir}",
-            "extras.print_config=false",
-            "callbacks.progress_bar=null",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    result = run_module(
+        "adlab.train",
+        "experiment=propensity_coil",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        f"paths.data_dir={coil_data_dir}",
+        f"hydra.run.dir={run_dir}",
+        "extras.print_config=false",
+        "callbacks.progress_bar=null",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from adlab.compare import main as compare_main
 from adlab.train import train
+from tests.conftest import run_module
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
 QUIET = ["extras.print_config=false", "callbacks.progress_bar=null", "trainer.max_epochs=2"]
 
 
 def adlab_train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "adlab.train", *args, *QUIET],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=timeout,
-    )
+    result = run_module("adlab.train", *args, *QUIET, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
