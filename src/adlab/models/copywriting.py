@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,7 @@ class CopywritingModule(L.LightningModule):
             return
         if not self._test_prompts:
             return
-        rows = self._test_samples()
+        rows, prompts = self._test_samples()
         texts = [row["text"] for row in rows]
         keywords = [row["keyword"] for row in rows]
         groups: dict[str, list[str]] = {}
@@ -218,6 +219,12 @@ class CopywritingModule(L.LightningModule):
             "length_pass_rate": length_pass_rate(texts, self.decoding.max_chars),
             "keyword_inclusion": keyword_inclusion(texts, keywords),
         }
+        if self.decoding.force_keyword:
+            # the same prompts written again without forcing: how often the model alone uses the keyword
+            unforced = self._write_test_samples(
+                prompts, keywords, replace(self.decoding, force_keyword=False)
+            )
+            scores["keyword_inclusion_unforced"] = keyword_inclusion(unforced, keywords)
         self.log_dict({f"test/{name}": value for name, value in scores.items()}, rank_zero_only=True)
         if self.trainer.is_global_zero:
             save_table(
@@ -228,8 +235,10 @@ class CopywritingModule(L.LightningModule):
     def samples_per_condition(self) -> int:
         return int(self.hparams.samples_per_condition)
 
-    def _test_samples(self) -> list[dict[str, Any]]:
-        """`samples_per_condition` texts per value of the first condition, prompted like test rows."""
+    def _test_samples(self) -> tuple[list[dict[str, Any]], list[list[int]]]:
+        """`samples_per_condition` texts per value of the first condition, prompted like test rows.
+
+        Returns the sample rows and their prompts' token ids."""
         rng = np.random.default_rng(0)
         by_first: dict[int, list[int]] = {}
         for index, (prefix, _) in enumerate(self._test_prompts):
@@ -245,14 +254,20 @@ class CopywritingModule(L.LightningModule):
                 prompts.append(self._prompt(list(prefix), keyword))
                 keywords.append(keyword)
                 groups.append(str(first))
-        generator = torch.Generator(device=self.device).manual_seed(0)
-        texts = self.write(prompts, self.decoding, generator, keywords)[0]
+        texts = self._write_test_samples(prompts, keywords, self.decoding)
         rows = []
         for prompt, keyword, group, text in zip(prompts, keywords, groups, texts, strict=True):
             row = {"group": group, **self._describe(prompt[: len(self.condition_columns)])}
             row.update(self._sample_row(text, keyword, self.decoding.max_chars))
             rows.append(row)
-        return rows
+        return rows, prompts
+
+    def _write_test_samples(
+        self, prompts: list[list[int]], keywords: Sequence[str | None], options: DecodingOptions
+    ) -> list[str]:
+        """The test-time prompts' texts under `options`, sampled from a fixed seed (so runs compare)."""
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        return self.write(prompts, options, generator, keywords)[0]
 
     # -- writing copy -------------------------------------------------------------------------------
     def _prompt(self, condition_ids: Sequence[int], keyword: str | None) -> list[int]:
