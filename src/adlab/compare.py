@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> None:
         "--metrics", default=None, help="comma-separated metric keys (default: every test/ metric)"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("compare"), help="folder for leaderboard.{csv,md,png}"
+        "--out",
+        type=Path,
+        default=Path("outputs/compare"),
+        help="folder for leaderboard.{csv,md,png} (default: outputs/compare)",
     )
     args = parser.parse_args(argv)
     from adlab.cli import fail

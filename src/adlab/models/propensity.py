@@ -148,8 +148,9 @@ class PropensityModule(L.LightningModule):
 
     def member_logits(self, categorical: Tensor, numeric: Tensor) -> Tensor:
         """Every member's logits `(members, batch)` from the full input columns."""
-        selected = self.net(categorical[:, self.categorical_index], numeric[:, self.numeric_index])
-        return selected.squeeze(-1)
+        if self.hparams.features is not None:  # without a selection the gathers would copy every column
+            categorical, numeric = categorical[:, self.categorical_index], numeric[:, self.numeric_index]
+        return self.net(categorical, numeric).squeeze(-1)
 
     def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
         # the mean logit, not the mean probability: one smooth score, and export stays a plain graph
