@@ -168,10 +168,15 @@ def test_fid_with_classifier_features_is_zero_for_identical_sets_and_grows_with_
     assert 0 <= same["cas"] <= 1 and len(same["cas_per_class"]) == 10
 
 
-def test_scoring_without_an_evaluator_is_a_config_error():
+def test_scoring_without_an_evaluator_is_a_config_error(tmp_path):
     model = _model("creative_dcgan")
     with pytest.raises(AdlabError, match="evaluator_ckpt"):
         model.evaluator()
+    # a run that validates reports it before its first training step
+    trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(AdlabError, match="evaluator_ckpt"):
+        trainer.fit(model, train_dataloaders=_loader(), val_dataloaders=_loader())
+    assert trainer.global_step == 0
 
 
 @pytest.mark.parametrize("preset", ["creative_dcgan", "creative_sngan"])

@@ -163,6 +163,13 @@ class CreativesModule(L.LightningModule):
         self.__dict__["_scores"] = {}
         self.__dict__["_evaluator"] = None
 
+    def setup(self, stage: str) -> None:
+        # validation scores with the evaluator: a missing or mismatched one is a config error to report
+        # before the first (possibly hours long) epoch, not after it
+        validating = self._trainer is not None and self._trainer.limit_val_batches != 0
+        if stage in ("validate", "test") or (stage == "fit" and validating):
+            self.evaluator()
+
     def _ema_average(self, averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
         # warm-up: early weights are noise, so the average follows the live weights closely at first
         n = float(num_averaged)
