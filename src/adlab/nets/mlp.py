@@ -124,8 +124,9 @@ class TabularMLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
-        # table[:, index] gathers every member's rows at once: (members, batch, width)
-        parts = [table[:, categorical[:, i]] for i, table in enumerate(self.embeddings)]
+        # every member's rows at once: (members, batch, width); index_select exports as one Gather where
+        # table[:, index] costs a GatherND and two Transposes
+        parts = [table.index_select(1, categorical[:, i]) for i, table in enumerate(self.embeddings)]
         if self.numeric_embedding is not None:
             parts.append(self.numeric_embedding(numeric))
         else:
