@@ -19,6 +19,7 @@ from adlab.data.datasets.cdnow import rfm_features
 from adlab.data.sources.sessions import generate_sessions
 from adlab.data.sources.tabular import TabularSource
 from adlab.errors import AdlabError
+from adlab.features import l1_path_ranking
 from adlab.models.propensity import PropensityModule
 from adlab.train import train
 from tests.conftest import TINY, compose_config
@@ -60,6 +61,35 @@ def test_feature_selection_and_periodic_embeddings():
         PropensityModule(META, features=["nope"])
     with pytest.raises(AdlabError, match="model.calibration"):
         PropensityModule(META, calibration="platt")
+
+
+def test_select_numeric_ranks_on_train_and_travels_in_the_checkpoint():
+    generator = torch.Generator().manual_seed(0)
+    numeric = torch.randn(600, 3, generator=generator)
+    # buyers depend on z strongly and on x weakly; y is noise
+    logits = 2.5 * numeric[:, 2] + 0.8 * numeric[:, 0] - 2.0
+    target = torch.bernoulli(torch.sigmoid(logits), generator=generator)
+    train_split = {"numeric": numeric, "target": target}
+    assert l1_path_ranking(numeric.numpy(), target.numpy()) == [2, 0, 1]
+    model = PropensityModule(META, select_numeric=1, report=False).eval()
+    assert model.select_numeric_columns(train_split) == ["z"]
+    categorical, batch_numeric = _batch()
+    before = model(categorical, batch_numeric)
+    batch_numeric[:, :2] = 100.0  # x and y are not read
+    torch.testing.assert_close(model(categorical, batch_numeric), before)
+    # the choice is state: a fresh module reads z only after loading the trained one's weights
+    fresh = PropensityModule(META, select_numeric=1, report=False).eval()
+    assert fresh.numeric_index.tolist() == [0]
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.numeric_index.tolist() == [2]
+    torch.testing.assert_close(fresh(categorical, batch_numeric), before)
+    assert PropensityModule(META, select_numeric=2, report=False).select_numeric_columns(train_split) == [
+        "x",
+        "z",
+    ]
+    for bad in (0, 4):
+        with pytest.raises(AdlabError, match="model.select_numeric"):
+            PropensityModule(META, select_numeric=bad)
 
 
 def test_calibrators_fitted_on_scores_repair_overconfidence():

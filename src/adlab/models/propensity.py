@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,10 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from adlab.errors import AdlabError
+from adlab.features import l1_path_ranking
 from adlab.metrics.binary import PropensityMetrics
 from adlab.nets.mlp import NUMERIC_EMBEDDINGS, TabularMLP
 
 CALIBRATIONS = (None, "temperature", "isotonic")
+log = logging.getLogger(__name__)
 
 
 def _feature_indices(meta: dict[str, Any], features: Sequence[str] | None) -> tuple[Tensor, Tensor]:
@@ -55,6 +58,10 @@ class PropensityModule(L.LightningModule):
             members see different resamples of train.
         features: the feature columns the network reads (names of categorical or numeric columns);
             None reads them all. The data, and so the baselines, keep every column.
+        select_numeric: read only this many of the numeric columns (those of `features`, or all),
+            chosen when fitting by `adlab.features.l1_path_ranking` on this run's train split, so val
+            and test never shape the choice. The choice is saved in checkpoints. Categorical columns
+            are read as `features` says. None reads every numeric column.
         numeric_embedding: None (scaled values) or "periodic" (learned sin/cos features per column).
         numeric_embedding_dim: width of a numeric column's periodic embedding.
         frequencies: learned frequencies per numeric column.
@@ -84,6 +91,7 @@ class PropensityModule(L.LightningModule):
         members: int = 1,
         bootstrap: bool = False,
         features: Sequence[str] | None = None,
+        select_numeric: int | None = None,
         numeric_embedding: str | None = None,
         numeric_embedding_dim: int = 4,
         frequencies: int = 8,
@@ -105,9 +113,19 @@ class PropensityModule(L.LightningModule):
         self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
         self.scheduler_factory = scheduler
         categorical_index, numeric_index = _feature_indices(meta, features)
-        # which input columns the network reads; buffers so they follow the model's device
+        # the numeric columns select_numeric chooses among; setup("fit") ranks them on train
+        self.numeric_candidates = numeric_index
+        if select_numeric is not None:
+            if not 1 <= select_numeric <= len(numeric_index):
+                raise AdlabError(
+                    f"model.select_numeric={select_numeric}: expected null or 1..{len(numeric_index)} "
+                    "(the numeric columns the model may read)"
+                )
+            numeric_index = numeric_index[:select_numeric]  # placeholder until fitted or loaded
+        # which input columns the network reads; buffers so they follow the model's device. A selection
+        # made on train data is state, so it goes into checkpoints; one from the config need not.
         self.register_buffer("categorical_index", categorical_index, persistent=False)
-        self.register_buffer("numeric_index", numeric_index, persistent=False)
+        self.register_buffer("numeric_index", numeric_index, persistent=select_numeric is not None)
         self.net = TabularMLP(
             [meta["cardinalities"][i] for i in categorical_index.tolist()],
             len(numeric_index),
@@ -145,10 +163,25 @@ class PropensityModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.hparams.cpu_threads and self.device.type == "cpu":
             torch.set_num_threads(int(self.hparams.cpu_threads))
+        if stage == "fit" and self.hparams.select_numeric is not None:
+            self.select_numeric_columns(self.trainer.datamodule.tensors["train"])
+
+    def select_numeric_columns(self, train: dict[str, Tensor]) -> list[str]:
+        """Choose the `select_numeric` numeric columns from the train split's tensors
+        (`numeric (rows, n_num) float32`, `target (rows,)`); returns their names."""
+        candidates = self.numeric_candidates
+        numeric = train["numeric"].detach().cpu()[:, candidates].numpy()
+        ranking = l1_path_ranking(numeric, train["target"].detach().cpu().numpy())
+        chosen = candidates[sorted(ranking[: self.hparams.select_numeric])]
+        self.numeric_index.copy_(chosen.to(self.numeric_index.device))
+        names = [self.hparams.meta["numeric"][i] for i in chosen.tolist()]
+        log.info("select_numeric=%d on the train split: %s", len(names), names)
+        return names
 
     def member_logits(self, categorical: Tensor, numeric: Tensor) -> Tensor:
         """Every member's logits `(members, batch)` from the full input columns."""
-        if self.hparams.features is not None:  # without a selection the gathers would copy every column
+        # without a selection the gathers would copy every column
+        if self.hparams.features is not None or self.hparams.select_numeric is not None:
             categorical, numeric = categorical[:, self.categorical_index], numeric[:, self.numeric_index]
         return self.net(categorical, numeric).squeeze(-1)
 
