@@ -180,9 +180,12 @@ class PropensityModule(L.LightningModule):
 
     def member_logits(self, categorical: Tensor, numeric: Tensor) -> Tensor:
         """Every member's logits `(members, batch)` from the full input columns."""
-        # without a selection the gathers would copy every column
+        # only a selection needs a gather (index_select: one Gather in an exported graph, where tensor
+        # indexing costs a GatherND and two Transposes)
+        if self.hparams.features is not None:
+            categorical = categorical.index_select(1, self.categorical_index)
         if self.hparams.features is not None or self.hparams.select_numeric is not None:
-            categorical, numeric = categorical[:, self.categorical_index], numeric[:, self.numeric_index]
+            numeric = numeric.index_select(1, self.numeric_index)
         return self.net(categorical, numeric).squeeze(-1)
 
     def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
