@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from adlab.data.sources.tabular import TabularPreprocessor
 from adlab.errors import AdlabError
-from adlab.export import export_checkpoint
+from adlab.export import export_checkpoint, export_spec
 from adlab.generate import load_model
 from adlab.serving.app import create_app
 from adlab.serving.batch import score_file
@@ -86,6 +86,29 @@ def test_export_matches_pytorch_on_held_out_rows(packages, held_out, fmt):
     assert "test/auroc" in metadata["training_metrics"]
     assert preprocessing["version"] == 1 and len(preprocessing["features"]) == 85
     assert preprocessing["features"][0]["vocabulary"][0].startswith("subtype")
+
+
+def test_bidding_scorer_exports_folded_and_matches_pytorch(coil_data_dir, tmp_path):
+    """propensity_coil_rtb (plain numbers, one hidden layer, a column selection) exports as the folded
+    graph; it must still score held-out rows as the model does."""
+    run = tmp_path / "rtb"
+    overrides = [f"paths.data_dir={coil_data_dir}", *TINY, "experiment=propensity_coil_rtb", "baselines=none"]
+    train(compose_config("train", overrides, run))
+    best = run / "checkpoints" / "best.ckpt"
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    assert type(export_spec(load_model(str(best)), checkpoint).graph).__name__ == "FoldedEnsembleGraph"
+    scorer = load_scorer(export_checkpoint(best, "onnx", tmp_path / "package"))
+    frame = pd.read_parquet(coil_data_dir / "coil2000" / "coil2000.parquet")
+    frame = frame[frame["split"] == "test"].drop(columns=["split"]).reset_index(drop=True)
+    categorical, numeric = TabularPreprocessor.from_state(
+        checkpoint["adlab_data"]["preprocessing"]
+    ).transform(frame)
+    with torch.inference_mode():
+        expected = torch.sigmoid(load_model(str(best))(categorical, numeric)).numpy()
+    scores = scorer.score_table(pa.Table.from_pandas(features(frame), preserve_index=False))
+    assert np.max(np.abs(scores - expected)) <= 1e-5
+    single = np.array([scorer.score_record(r) for r in features(frame).head(20).to_dict("records")])
+    assert np.max(np.abs(single - expected[:20])) <= 1e-5
 
 
 def test_missing_numerics_take_the_training_fill(run, packages, held_out):

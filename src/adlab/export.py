@@ -78,6 +78,77 @@ class TabularScoringGraph(nn.Module):
         return torch.sigmoid(self.scorer(categorical, (numeric - self.mean) / self.scale))
 
 
+class FoldedEnsembleGraph(nn.Module):
+    """A plain propensity ensemble (no numeric embedding, one hidden layer) folded for one-row latency.
+
+    The same function as `TabularScoringGraph` over that model, with the algebra done once at export:
+    each categorical embedding table is multiplied into its rows of every member's first layer (a lookup
+    then yields that column's share of the hidden pre-activations of all members at once), the numeric
+    scaling is folded into the numeric rows of the first layer, and the members' output layers and their
+    mean into one vector. A request then costs a few Gathers, one MatMul per layer and a sigmoid: about a
+    third fewer graph nodes than the unfolded graph, whose per-node overhead dominates one row.
+
+    Shapes: as `TabularScoringGraph` (`categorical (batch, n_cat) int64`, unscaled `numeric (batch, n_num)
+    float32` -> `(batch,) float32` probability).
+    """
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], scale: Sequence[float]):
+        super().__init__()
+        first, last = [layer for layer in model.net.layers if hasattr(layer, "weight")]
+        members, _, hidden = first.weight.shape
+        weight = first.weight.detach()  # (members, inputs, hidden)
+        bias = first.bias.detach().reshape(members, hidden)
+        tables, offset = [], 0
+        for table in model.net.embeddings:  # (members, cardinality, width)
+            width = table.shape[-1]
+            rows = weight[:, offset : offset + width]
+            # (cardinality, members * hidden): a looked-up row is every member's share at once
+            tables.append(torch.einsum("mcw,mwh->cmh", table.detach(), rows).flatten(1))
+            offset += width
+        numeric_rows = weight[:, offset:]  # (members, n_selected, hidden)
+        mean_t = torch.tensor(mean, dtype=torch.float32)
+        scale_t = torch.tensor(scale, dtype=torch.float32)
+        selected = model.numeric_index if model.numeric_index.numel() != len(mean) else None
+        if selected is not None:
+            mean_t, scale_t = mean_t[selected], scale_t[selected]
+        # (x - mean) / scale @ W = x @ (W / scale) - (mean / scale) @ W
+        folded = numeric_rows / scale_t[None, :, None]
+        bias = bias - torch.einsum("f,mfh->mh", mean_t / scale_t, numeric_rows)
+        self.tables = nn.ParameterList(nn.Parameter(t, requires_grad=False) for t in tables)
+        self.register_buffer("categorical_index", model.categorical_index.clone())
+        self.register_buffer("numeric_index", selected.clone() if selected is not None else None)
+        self.register_buffer(
+            "numeric_weight", folded.permute(1, 0, 2).flatten(1)
+        )  # (n_num, members * hidden)
+        self.register_buffer("hidden_bias", bias.flatten())
+        # mean over members of each member's output layer: one (members * hidden) vector and a scalar
+        self.register_buffer("output_weight", last.weight.detach().reshape(members * hidden, 1) / members)
+        self.register_buffer("output_bias", last.bias.detach().mean().reshape(1))
+        self.select_categorical = model.hparams.features is not None
+
+    @staticmethod
+    def foldable(model: nn.Module) -> bool:
+        """A `PropensityModule` of the shape this graph folds (anything else is exported unfolded)."""
+        net = getattr(model, "net", None)
+        linear = [layer for layer in getattr(net, "layers", []) if hasattr(layer, "weight")]
+        return (
+            net is not None
+            and getattr(net, "numeric_embedding", "missing") is None
+            and len(linear) == 2
+            and linear[-1].weight.shape[-1] == 1
+        )
+
+    def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
+        if self.select_categorical:
+            categorical = categorical.index_select(1, self.categorical_index)
+        if self.numeric_index is not None:
+            numeric = numeric.index_select(1, self.numeric_index)
+        hidden = numeric @ self.numeric_weight + self.hidden_bias
+        for column, table in enumerate(self.tables):
+            hidden = hidden + table.index_select(0, categorical[:, column])
+        return torch.sigmoid((torch.relu(hidden) @ self.output_weight + self.output_bias).squeeze(-1))
+
+
 @dataclass
 class ExportSpec:
     """What gets exported and how its inputs are described.
@@ -119,6 +190,14 @@ def tabular_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
     state = checkpoint["adlab_data"]["preprocessing"]
     source = (checkpoint["adlab_config"].get("data") or {}).get("source") or {}
     graph = TabularScoringGraph(model, state["mean"], state["scale"]).eval()
+    example = _tabular_parity_inputs(state, 64, seed=0)
+    if FoldedEnsembleGraph.foldable(model):
+        folded = FoldedEnsembleGraph(model, state["mean"], state["scale"]).eval()
+        with torch.inference_mode():
+            gap = (folded(*example) - graph(*example)).abs().max().item()
+        # the folding only reorders float arithmetic; any larger gap means it does not apply: keep the plain graph
+        if gap <= PARITY_TOLERANCE / 10:
+            graph = folded
     features = [
         {"name": name, "kind": "categorical", "vocabulary": state["vocabularies"][name]}
         for name in state["categorical"]
@@ -147,7 +226,6 @@ def tabular_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
             "missing numeric -> fill (refused when allow_missing_numeric is false)",
         ],
     }
-    example = _tabular_parity_inputs(state, 64, seed=0)
     return ExportSpec(graph, example, ["categorical", "numeric"], ["probability"], preprocessing)
 
 
