@@ -287,7 +287,6 @@ def test_copy_experiments_fast_dev_run(experiment, titles_csv, tmp_path, wandb_m
     assert metrics["test/length_pass_rate"] == 1.0
     # the presets force the keyword (as adlab-generate does): every sample holds its keyword
     assert metrics["test/keyword_inclusion"] == 1.0
-    assert metrics["test/keyword_inclusion_unforced"] <= 1.0
     samples = pd.read_csv(tmp_path / "run" / "samples.csv")
     assert len(samples) == 2 * 3 and (samples["chars"] <= 30).all()
     assert (tmp_path / "run" / "tokenizer.json").is_file()

@@ -83,6 +83,21 @@ def test_select_numeric_ranks_on_train_and_travels_in_the_checkpoint():
     fresh.load_state_dict(model.state_dict())
     assert fresh.numeric_index.tolist() == [2]
     torch.testing.assert_close(fresh(categorical, batch_numeric), before)
+    # loading leaves the candidate columns intact, and a trained module keeps its columns when fitted again
+    assert fresh.numeric_candidates.tolist() == [0, 1, 2] and bool(fresh.numeric_selected)
+
+    class Trainer:
+        datamodule = type(
+            "Data", (), {"tensors": {"train": {"numeric": numeric[:, [2, 0, 1]], "target": target}}}
+        )
+
+    fresh.trainer = Trainer()
+    fresh.setup("fit")  # z now sits in column 0: a re-ranking would switch the trained network to it
+    assert fresh.numeric_index.tolist() == [2]
+    unfitted = PropensityModule(META, select_numeric=1, report=False)
+    unfitted.trainer = Trainer()
+    unfitted.setup("fit")
+    assert unfitted.numeric_index.tolist() == [0]
     assert PropensityModule(META, select_numeric=2, report=False).select_numeric_columns(train_split) == [
         "x",
         "z",

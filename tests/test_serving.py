@@ -85,6 +85,7 @@ def test_export_matches_pytorch_on_held_out_rows(packages, held_out, fmt):
     assert metadata["model_version"] == onnx_metadata["model_version"]  # one checkpoint, one version
     assert "test/auroc" in metadata["training_metrics"]
     assert preprocessing["version"] == 1 and len(preprocessing["features"]) == 85
+    assert preprocessing["graph"] == "unfolded"  # periodic embeddings are not folded
     assert preprocessing["features"][0]["vocabulary"][0].startswith("subtype")
 
 
@@ -97,7 +98,9 @@ def test_bidding_scorer_exports_folded_and_matches_pytorch(coil_data_dir, tmp_pa
     best = run / "checkpoints" / "best.ckpt"
     checkpoint = torch.load(best, map_location="cpu", weights_only=False)
     assert type(export_spec(load_model(str(best)), checkpoint).graph).__name__ == "FoldedEnsembleGraph"
-    scorer = load_scorer(export_checkpoint(best, "onnx", tmp_path / "package"))
+    package = export_checkpoint(best, "onnx", tmp_path / "package")
+    assert json.loads((package / "preprocessing.json").read_text())["graph"] == "folded"
+    scorer = load_scorer(package)
     frame = pd.read_parquet(coil_data_dir / "coil2000" / "coil2000.parquet")
     frame = frame[frame["split"] == "test"].drop(columns=["split"]).reset_index(drop=True)
     categorical, numeric = TabularPreprocessor.from_state(

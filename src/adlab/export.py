@@ -198,6 +198,10 @@ def tabular_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
         # the folding only reorders float arithmetic; any larger gap means it does not apply: keep the plain graph
         if gap <= PARITY_TOLERANCE / 10:
             graph = folded
+        else:
+            warnings.warn(
+                f"the folded scoring graph differs by {gap:.2g}; exporting the unfolded graph", stacklevel=2
+            )
     features = [
         {"name": name, "kind": "categorical", "vocabulary": state["vocabularies"][name]}
         for name in state["categorical"]
@@ -221,6 +225,8 @@ def tabular_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
             "numeric": "(batch, n_numeric) float32: unscaled values, missing ones replaced by `fill`",
         },
         "in_graph": ["numeric standardisation (mean, scale)", "sigmoid"],
+        # "folded": embeddings and scaling multiplied into the first layer (FoldedEnsembleGraph)
+        "graph": "folded" if isinstance(graph, FoldedEnsembleGraph) else "unfolded",
         "outside_graph": [
             "category -> 1 + vocabulary position (categories are text, as in training; unseen -> 0)",
             "missing numeric -> fill (refused when allow_missing_numeric is false)",

@@ -16,7 +16,7 @@ from adlab.errors import AdlabError
 def l1_path_ranking(
     features: np.ndarray, target: np.ndarray, strengths: np.ndarray | None = None
 ) -> list[int]:
-    """Column indices ordered by when they enter an L1-regularised logistic regularisation path.
+    """Column indices ordered by when they enter an L1-regularised logistic regression path.
 
     Logistic regressions with an L1 penalty are fitted from strong to weak regularisation; a column
     ranks by the first fit that gives it a non-zero weight, ties broken by that weight's magnitude.
@@ -42,7 +42,9 @@ def l1_path_ranking(
     strengths = np.logspace(-3, 0, 40) if strengths is None else np.sort(np.asarray(strengths))
     order: list[int] = []
     for strength in strengths:
-        model = LogisticRegression(l1_ratio=1.0, C=float(strength), solver="liblinear", max_iter=2000)
+        model = LogisticRegression(
+            l1_ratio=1.0, C=float(strength), solver="liblinear", max_iter=2000, random_state=0
+        )
         weights = np.abs(model.fit(features, target).coef_[0])
         entered = [j for j in np.argsort(-weights, kind="stable") if weights[j] > 0 and j not in order]
         order += [int(j) for j in entered]

@@ -121,11 +121,16 @@ class PropensityModule(L.LightningModule):
                     f"model.select_numeric={select_numeric}: expected null or 1..{len(numeric_index)} "
                     "(the numeric columns the model may read)"
                 )
-            numeric_index = numeric_index[:select_numeric]  # placeholder until fitted or loaded
+            # a placeholder until fitted or loaded; a copy, so that filling it leaves the candidates intact
+            numeric_index = numeric_index[:select_numeric].clone()
         # which input columns the network reads; buffers so they follow the model's device. A selection
         # made on train data is state, so it goes into checkpoints; one from the config need not.
         self.register_buffer("categorical_index", categorical_index, persistent=False)
         self.register_buffer("numeric_index", numeric_index, persistent=select_numeric is not None)
+        if select_numeric is not None:
+            # set once the columns are chosen (and restored from checkpoints): a trained network keeps the
+            # columns its first layer was fitted on when it is trained further
+            self.register_buffer("numeric_selected", torch.tensor(False))
         self.net = TabularMLP(
             [meta["cardinalities"][i] for i in categorical_index.tolist()],
             len(numeric_index),
@@ -163,8 +168,14 @@ class PropensityModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.hparams.cpu_threads and self.device.type == "cpu":
             torch.set_num_threads(int(self.hparams.cpu_threads))
-        if stage == "fit" and self.hparams.select_numeric is not None:
-            self.select_numeric_columns(self.trainer.datamodule.tensors["train"])
+        if stage == "fit" and self.hparams.select_numeric is not None and not bool(self.numeric_selected):
+            tensors = getattr(self.trainer.datamodule, "tensors", None)
+            if tensors is None:
+                raise AdlabError(
+                    "model.select_numeric ranks columns on the train split of adlab's MarketingDataModule; "
+                    "fit with that data module (or set model.select_numeric=null)"
+                )
+            self.select_numeric_columns(tensors["train"])
 
     def select_numeric_columns(self, train: dict[str, Tensor]) -> list[str]:
         """Choose the `select_numeric` numeric columns from the train split's tensors
@@ -174,6 +185,7 @@ class PropensityModule(L.LightningModule):
         ranking = l1_path_ranking(numeric, train["target"].detach().cpu().numpy())
         chosen = candidates[sorted(ranking[: self.hparams.select_numeric])]
         self.numeric_index.copy_(chosen.to(self.numeric_index.device))
+        self.numeric_selected.fill_(True)
         names = [self.hparams.meta["numeric"][i] for i in chosen.tolist()]
         log.info("select_numeric=%d on the train split: %s", len(names), names)
         return names

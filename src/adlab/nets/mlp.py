@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 
 NUMERIC_EMBEDDINGS = (None, "periodic")
+# exported periodic embeddings of at most this many columns use a block-diagonal weight (see forward)
+BLOCK_DIAGONAL_MAX_FEATURES = 32
 
 
 def embedding_size(cardinality: int, cap: int) -> int:
@@ -54,11 +56,15 @@ class PeriodicEmbedding(nn.Module):
     def forward(self, numeric: Tensor) -> Tensor:
         angles = 2 * math.pi * self.frequencies * numeric[None, :, :, None]
         periodic = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
-        if torch.onnx.is_in_onnx_export():
-            # ONNX Runtime runs the per-feature product (as Einsum or batched MatMul) as one tiny GEMM per
-            # member and feature, 200-300 µs for one row; a broadcast product and a sum do the same
-            # arithmetic in two vectorised ops (too much memory for training batches)
-            embedded = (periodic.unsqueeze(-2) * self.weight.transpose(-1, -2).unsqueeze(1)).sum(dim=-1)
+        members, features, width_in, width = self.weight.shape
+        if torch.onnx.is_in_onnx_export() and features <= BLOCK_DIAGONAL_MAX_FEATURES:
+            # ONNX Runtime runs this einsum as one tiny GEMM per member and feature, whose call overhead
+            # dominates a one-row request; a block-diagonal weight makes it one GEMM per member for
+            # `features` times the arithmetic, which pays for a few columns (memory stays per row)
+            eye = torch.eye(features, dtype=self.weight.dtype, device=self.weight.device)
+            block = eye[None, :, None, :, None] * self.weight[:, :, :, None, :]
+            block = block.reshape(members, features * width_in, features * width)
+            embedded = torch.matmul(periodic.flatten(2), block).unflatten(2, (features, width))
         else:
             embedded = torch.einsum("mbfp,mfpw->mbfw", periodic, self.weight)
         return torch.relu(embedded + self.bias).flatten(2)
