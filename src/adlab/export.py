@@ -108,23 +108,22 @@ class FoldedEnsembleGraph(nn.Module):
         numeric_rows = weight[:, offset:]  # (members, n_selected, hidden)
         mean_t = torch.tensor(mean, dtype=torch.float32)
         scale_t = torch.tensor(scale, dtype=torch.float32)
-        selected = model.numeric_index if model.numeric_index.numel() != len(mean) else None
-        if selected is not None:
-            mean_t, scale_t = mean_t[selected], scale_t[selected]
+        categorical_index, numeric_index = model.column_selection()
+        if numeric_index is not None:
+            mean_t, scale_t = mean_t[numeric_index], scale_t[numeric_index]
         # (x - mean) / scale @ W = x @ (W / scale) - (mean / scale) @ W
         folded = numeric_rows / scale_t[None, :, None]
         bias = bias - torch.einsum("f,mfh->mh", mean_t / scale_t, numeric_rows)
         self.tables = nn.ParameterList(nn.Parameter(t, requires_grad=False) for t in tables)
-        self.register_buffer("categorical_index", model.categorical_index.clone())
-        self.register_buffer("numeric_index", selected.clone() if selected is not None else None)
-        self.register_buffer(
-            "numeric_weight", folded.permute(1, 0, 2).flatten(1)
-        )  # (n_num, members * hidden)
+        # the model's column selection (None: every column, no gather)
+        self.register_buffer("categorical_index", categorical_index)
+        self.register_buffer("numeric_index", numeric_index)
+        # (n_num, members * hidden)
+        self.register_buffer("numeric_weight", folded.permute(1, 0, 2).flatten(1))
         self.register_buffer("hidden_bias", bias.flatten())
         # mean over members of each member's output layer: one (members * hidden) vector and a scalar
         self.register_buffer("output_weight", last.weight.detach().reshape(members * hidden, 1) / members)
         self.register_buffer("output_bias", last.bias.detach().mean().reshape(1))
-        self.select_categorical = model.hparams.features is not None
 
     @staticmethod
     def foldable(model: nn.Module) -> bool:
@@ -139,7 +138,7 @@ class FoldedEnsembleGraph(nn.Module):
         )
 
     def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
-        if self.select_categorical:
+        if self.categorical_index is not None:
             categorical = categorical.index_select(1, self.categorical_index)
         if self.numeric_index is not None:
             numeric = numeric.index_select(1, self.numeric_index)

@@ -190,14 +190,24 @@ class PropensityModule(L.LightningModule):
         log.info("select_numeric=%d on the train split: %s", len(names), names)
         return names
 
+    def column_selection(self) -> tuple[Tensor | None, Tensor | None]:
+        """The categorical and numeric column indices the network reads; None where it reads them all
+        (then no gather is needed)."""
+        numeric_selected = self.hparams.features is not None or self.hparams.select_numeric is not None
+        return (
+            self.categorical_index if self.hparams.features is not None else None,
+            self.numeric_index if numeric_selected else None,
+        )
+
     def member_logits(self, categorical: Tensor, numeric: Tensor) -> Tensor:
         """Every member's logits `(members, batch)` from the full input columns."""
-        # only a selection needs a gather (index_select: one Gather in an exported graph, where tensor
-        # indexing costs a GatherND and two Transposes)
-        if self.hparams.features is not None:
-            categorical = categorical.index_select(1, self.categorical_index)
-        if self.hparams.features is not None or self.hparams.select_numeric is not None:
-            numeric = numeric.index_select(1, self.numeric_index)
+        # index_select: one Gather in an exported graph, where tensor indexing costs a GatherND and two
+        # Transposes
+        categorical_index, numeric_index = self.column_selection()
+        if categorical_index is not None:
+            categorical = categorical.index_select(1, categorical_index)
+        if numeric_index is not None:
+            numeric = numeric.index_select(1, numeric_index)
         return self.net(categorical, numeric).squeeze(-1)
 
     def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
