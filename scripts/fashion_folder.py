@@ -20,7 +20,7 @@ from PIL import Image
 
 from adlab.data.datasets.fashion_mnist import FASHION_MNIST_CLASSES
 from adlab.data.fetch import default_data_dir
-from adlab.data.sources.images import read_idx
+from adlab.data.sources.images import class_keys, read_idx
 
 
 def main() -> None:
@@ -37,8 +37,8 @@ def main() -> None:
     labels = read_idx(source / "train-labels-idx1-ubyte.gz")
     if args.out.exists():
         parser.error(f"--out {args.out}: already exists; give a new folder")
-    for label, name in enumerate(FASHION_MNIST_CLASSES):
-        folder = args.out / name.replace("/", "_").replace(" ", "_").lower()
+    for label, key in enumerate(class_keys(FASHION_MNIST_CLASSES)):
+        folder = args.out / key
         folder.mkdir(parents=True)
         for count, index in enumerate(np.flatnonzero(labels == label)[: args.per_class]):
             image = Image.fromarray(images[index]).resize((args.size, args.size), Image.BILINEAR)
