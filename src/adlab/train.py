@@ -13,6 +13,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from adlab.cli import check_overrides, report_user_errors
+from adlab.crossfit import cross_fitting, fit_folds, save_ensemble
 from adlab.utils.build import (
     build_callbacks,
     build_datamodule,
@@ -67,7 +68,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             logger.log_hyperparams(resolved)
         metrics: dict[str, Any] = {}
         started = time.perf_counter()
-        if cfg.get("train", True):
+        fold_datamodules = None
+        crossfit = cross_fitting(cfg) and cfg.get("train", True)
+        if crossfit:
+            # K fold networks merged into one ensemble; its val metrics are their out-of-fold scores
+            model, fold_datamodules, merged = fit_folds(cfg, datamodule, resolved)
+            trainer = build_trainer(cfg, build_callbacks(cfg, merged), loggers)
+        elif cfg.get("train", True):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics["time/fit_seconds"] = time.perf_counter() - started
         if trainer.interrupted:
@@ -76,14 +83,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             _selected_checkpoint(trainer, output_dir) if cfg.get("train", True) else cfg.get("ckpt_path")
         )
         fast = bool(trainer.fast_dev_run)
-        checkpoint = None if fast else selected
+        checkpoint = None if fast or crossfit else selected
         for result in trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint, verbose=False):
             metrics.update(result)
+        if crossfit and trainer.is_global_zero:
+            save_ensemble(trainer, output_dir / "checkpoints")
         if cfg.get("test", True):
             for result in trainer.test(model, datamodule=datamodule, ckpt_path=checkpoint, verbose=False):
                 metrics.update(result)
         if trainer.is_global_zero:
-            metrics.update(run_baselines(cfg, datamodule))
+            metrics.update(run_baselines(cfg, datamodule, fold_datamodules))
             write_metrics(output_dir / "metrics.json", metrics)
             append_to_ledger(cfg, metrics)
             print_metrics_table(metrics)

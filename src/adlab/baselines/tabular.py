@@ -45,6 +45,34 @@ class TabularBaseline:
             results.update({f"{stage}/{name}": value for name, value in scores.items()})
         return results
 
+    def evaluate_cross_fitted(self, folds: list[Any]) -> dict[str, float]:
+        """Fit on each fold data module's train split: val metrics of the out-of-fold scores over the
+        pool, test metrics of the mean of the K fits' probabilities."""
+        pool_rows = len(folds[0].pool)
+        out_of_fold = np.zeros(pool_rows, dtype=np.float64)
+        targets = np.zeros(pool_rows, dtype=np.float32)
+        test_scores = []
+        for fold, datamodule in enumerate(folds):
+            self.fit(*_arrays(datamodule.tensors["train"]))
+            held_out = datamodule.fold_of == fold
+            categorical, numeric, target = _arrays(datamodule.tensors["val"])
+            out_of_fold[held_out] = self.predict(categorical, numeric)
+            targets[held_out] = target
+            categorical, numeric, test_target = _arrays(datamodule.tensors["test"])
+            test_scores.append(self.predict(categorical, numeric))
+        results = {}
+        for stage, probabilities, target in (
+            ("val", out_of_fold, targets),
+            ("test", np.mean(test_scores, axis=0), test_target),
+        ):
+            scores = score_probabilities(
+                torch.as_tensor(probabilities, dtype=torch.float32),
+                torch.as_tensor(target),
+                self.top_fraction,
+            )
+            results.update({f"{stage}/{name}": value for name, value in scores.items()})
+        return results
+
 
 class LogisticBaseline(TabularBaseline):
     """L2 logistic regression on one-hot categories and scaled numeric columns.

@@ -120,9 +120,14 @@ class PropensityReport(L.Callback):
         probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         curves = {"model": reliability_bins(probabilities, targets)}
         if self.calibration and "val" in tensors and len(np.unique(tensors["val"]["target"].numpy())) == 2:
-            calibrator = fit_calibrator(
-                self.calibration, score_split(pl_module, tensors["val"]), tensors["val"]["target"].numpy()
+            # a cross-fitted ensemble trained on its val rows: fit on their out-of-fold scores instead
+            out_of_fold = getattr(pl_module, "out_of_fold_logits", None)
+            val_scores = (
+                out_of_fold.detach().cpu().numpy()
+                if out_of_fold is not None and len(out_of_fold) == len(tensors["val"]["target"])
+                else score_split(pl_module, tensors["val"])
             )
+            calibrator = fit_calibrator(self.calibration, val_scores, tensors["val"]["target"].numpy())
             calibrated = calibrator(logits)
             curves[f"{self.calibration} (fitted on val)"] = reliability_bins(calibrated, targets)
             pl_module.log("test/ece_calibrated", _ece(calibrated, targets))

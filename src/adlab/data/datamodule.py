@@ -7,9 +7,10 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 
 from adlab.data.loaders import TensorBatchLoader
-from adlab.data.splits import STAGES, official_split, random_split
+from adlab.data.splits import STAGES, fold_assignment, official_split, random_split
 from adlab.errors import AdlabError
 
 
@@ -27,6 +28,11 @@ class MarketingDataModule(L.LightningDataModule):
         drop_last: drop the last short training batch.
         resident: keep each split's tensors on the training device (one copy, no per-batch transfer);
             worth it on a GPU when the data fits in its memory.
+        folds: cross-fitting (tabular sources): the train and val rows together form a pool cut into this
+            many stratified folds (seeded); preprocessing is fitted once on the whole pool (it reads no
+            labels), so every fold's network sees the same encoding. None: the plain split.
+        fold: with `folds`, which fold is val (the others are train); None serves the whole pool as
+            both train and val (the cross-fitted ensemble's own view, see `adlab.crossfit`).
     """
 
     def __init__(
@@ -39,6 +45,8 @@ class MarketingDataModule(L.LightningDataModule):
         seed: int = 1,
         drop_last: bool = False,
         resident: bool = False,
+        folds: int | None = None,
+        fold: int | None = None,
     ):
         super().__init__()
         self.source = source
@@ -49,6 +57,15 @@ class MarketingDataModule(L.LightningDataModule):
         self.seed = seed
         self.drop_last = drop_last
         self.resident = resident
+        if folds is not None and folds < 2:
+            raise AdlabError(f"data.folds={folds}: expected null or at least 2 folds")
+        if fold is not None and (folds is None or not 0 <= fold < folds):
+            raise AdlabError(f"data.fold={fold}: expected null or 0..data.folds-1 (data.folds={folds})")
+        self.folds = folds
+        self.fold = fold
+        # with folds: each pool row's fold (pool = the sorted train and val rows of the plain split)
+        self.pool: np.ndarray | None = None
+        self.fold_of: np.ndarray | None = None
         self.splits: dict[str, np.ndarray] | None = None
         self.tensors: dict[str, dict[str, Any]] = {}
         self.meta: dict[str, Any] = {}
@@ -74,9 +91,33 @@ class MarketingDataModule(L.LightningDataModule):
             splits = official_split(official, raw.labels, self.val_fraction, self.seed, groups)
         else:
             splits = random_split(raw.labels, list(self.split), self.seed, groups)
-        built = self.source.build(raw, splits)
+        if self.folds is not None:
+            splits, built = self._cross_fit_splits(raw, splits)
+        else:
+            built = self.source.build(raw, splits)
         self.raw, self.splits = raw, splits
         self.tensors, self.meta, self.preprocessing = built.tensors, built.meta, built.state
+
+    def _cross_fit_splits(self, raw: Any, splits: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Any]:
+        """Pool train and val, fit preprocessing on the pool, and cut this fold's train/val from it."""
+        pool = np.sort(np.concatenate([splits["train"], splits["val"]]))
+        built = self.source.build(raw, {"train": pool, "val": pool, "test": splits["test"]})
+        if not all(isinstance(built.tensors[stage], dict) for stage in STAGES):
+            raise AdlabError(
+                f"data.folds={self.folds}: cross-fitting needs a tabular source ({type(self.source).__name__} is not)"
+            )
+        self.pool = pool
+        self.fold_of = fold_assignment(np.asarray(raw.labels)[pool], self.folds, self.seed)
+        if self.fold is None:
+            return {"train": pool, "val": pool, "test": splits["test"]}, built
+        held_out = self.fold_of == self.fold
+        pool_tensors = built.tensors["train"]
+        built.tensors = {
+            "train": {name: t[torch.from_numpy(~held_out)] for name, t in pool_tensors.items()},
+            "val": {name: t[torch.from_numpy(held_out)] for name, t in pool_tensors.items()},
+            "test": built.tensors["test"],
+        }
+        return {"train": pool[~held_out], "val": pool[held_out], "test": splits["test"]}, built
 
     def save_splits(self, directory: str | Path) -> Path:
         """Write the row indices of every split to `<directory>/splits.npz`."""

@@ -118,6 +118,18 @@ def official_split(
     return splits
 
 
+def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each row's fold `(n,)` in 0..folds-1: stratified on `labels`, seeded, folds as equal as possible."""
+    labels = np.asarray(labels)
+    if len(labels) < folds:
+        raise AdlabError(f"data.folds={folds}: only {len(labels)} train and val rows to cut into folds")
+    parts = _stratified_parts(labels, [1 / folds] * folds, np.random.default_rng(seed))
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for fold, rows in enumerate(parts):
+        fold_of[rows] = fold
+    return fold_of
+
+
 def _check_not_empty(splits: dict[str, np.ndarray], what: str) -> None:
     empty = [stage for stage, rows in splits.items() if len(rows) == 0]
     if empty:

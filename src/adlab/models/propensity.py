@@ -72,6 +72,9 @@ class PropensityModule(L.LightningModule):
         cpu_threads: torch intra-op threads when running on CPU (None leaves torch's default). A tabular
             MLP's matrices are too small to split: on a busy 2-core machine 2 threads made a training
             step 30x slower than 1 (450 ms against 14 ms for 8 members, batch 256).
+        out_of_fold_rows: set on a cross-fitted ensemble (`merge_cross_fitted`): it holds the
+            out-of-fold logits of that many pool rows, and its val metrics and val-fitted calibration
+            use them (scoring its own training rows would be in-sample). None for a trained network.
 
     Batches are dicts: `categorical (batch, n_cat) int64`, `numeric (batch, n_num) float32`,
     `target (batch,) float32`. `forward` returns logits `(batch,)`.
@@ -99,6 +102,7 @@ class PropensityModule(L.LightningModule):
         calibration: str | None = "temperature",
         report: bool = True,
         cpu_threads: int | None = 1,
+        out_of_fold_rows: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -160,6 +164,12 @@ class PropensityModule(L.LightningModule):
             persistent=False,
         )
         self.label_smoothing = label_smoothing
+        self.register_buffer(
+            "out_of_fold_logits",
+            torch.zeros(out_of_fold_rows) if out_of_fold_rows is not None else None,
+            persistent=out_of_fold_rows is not None,
+        )
+        self._val_offset = 0
         self.val_metrics = PropensityMetrics(top_fraction)
         self.test_metrics = PropensityMetrics(top_fraction)
         self._train_loss_sum = torch.zeros(())
@@ -168,6 +178,11 @@ class PropensityModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.hparams.cpu_threads and self.device.type == "cpu":
             torch.set_num_threads(int(self.hparams.cpu_threads))
+        if stage == "fit" and self.out_of_fold_logits is not None:
+            raise AdlabError(
+                "this checkpoint is a cross-fitted ensemble (data.folds): its members were trained on "
+                "different folds and cannot be trained further; train a new run instead"
+            )
         if stage == "fit" and self.hparams.select_numeric is not None and not bool(self.numeric_selected):
             tensors = getattr(self.trainer.datamodule, "tensors", None)
             if tensors is None:
@@ -245,8 +260,28 @@ class PropensityModule(L.LightningModule):
         logits = self(batch["categorical"], batch["numeric"])
         metrics.update(torch.sigmoid(logits), batch["target"])
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_offset = 0
+
     def validation_step(self, batch: dict[str, Tensor], batch_index: int) -> None:
-        self._evaluate(batch, self.val_metrics)
+        if self.out_of_fold_logits is None:
+            self._evaluate(batch, self.val_metrics)
+            return
+        # a cross-fitted ensemble: val rows come in order (the pool, unshuffled) and are scored by the
+        # fold networks that did not train on them
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise AdlabError(
+                "a cross-fitted ensemble's val metrics are computed in one process; run on one device"
+            )
+        rows = len(batch["target"])
+        logits = self.out_of_fold_logits[self._val_offset : self._val_offset + rows]
+        if len(logits) != rows:
+            raise AdlabError(
+                f"the val split has more rows than the {len(self.out_of_fold_logits)} out-of-fold scores "
+                "stored in this cross-fitted checkpoint; evaluate it with the data and seed it was trained on"
+            )
+        self._val_offset += rows
+        self.val_metrics.update(torch.sigmoid(logits), batch["target"])
 
     def test_step(self, batch: dict[str, Tensor], batch_index: int) -> None:
         self._evaluate(batch, self.test_metrics)
@@ -256,6 +291,11 @@ class PropensityModule(L.LightningModule):
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
+        if self.out_of_fold_logits is not None and self._val_offset != len(self.out_of_fold_logits):
+            raise AdlabError(
+                f"the val split has {self._val_offset} rows but this cross-fitted checkpoint stores "
+                f"{len(self.out_of_fold_logits)} out-of-fold scores; evaluate it with the data and seed it was trained on"
+            )
         self._log_metrics("val", self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
@@ -281,3 +321,76 @@ class PropensityModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
         }
+
+
+def _first_linear_key(state: dict[str, Tensor]) -> str:
+    """The state key of the first dense layer's weight (the one reading the concatenated inputs)."""
+    keys = sorted(
+        (key for key in state if key.startswith("net.layers.") and key.endswith(".weight")),
+        key=lambda key: int(key.split(".")[2]),
+    )
+    return keys[0]
+
+
+def merge_cross_fitted(modules: Sequence[PropensityModule], out_of_fold_logits: Tensor) -> PropensityModule:
+    """One ensemble from K networks trained on K folds: its score is the mean of theirs, exactly.
+
+    Every module must share the architecture and the data encoding (cross-fitting fits preprocessing on
+    the pool). Members are stacked along the member dimension. Where each fold chose its own numeric
+    columns (`select_numeric`), the ensemble reads the union of them and each member's first layer
+    gets zero weights for the columns its fold did not choose, so it computes what it did before.
+
+    Args:
+        modules: the K fold networks (each with M members), in fold order.
+        out_of_fold_logits: `(pool_rows,)` each pool row's logit from the network that did not train on it.
+    """
+    first = modules[0]
+    hparams = dict(first.hparams)
+    members = int(hparams["members"])
+    selected = [m.numeric_index.detach().cpu() for m in modules]
+    union = torch.unique(torch.cat(selected)) if hparams["select_numeric"] is not None else selected[0]
+    hparams.update(
+        members=members * len(modules),
+        out_of_fold_rows=len(out_of_fold_logits),
+        select_numeric=len(union) if hparams["select_numeric"] is not None else None,
+    )
+    merged = PropensityModule(**hparams)
+    states = [m.state_dict() for m in modules]
+    target = merged.state_dict()
+    first_linear = _first_linear_key(target)
+    periodic = first.net.numeric_embedding is not None
+    numeric_width = int(hparams["numeric_embedding_dim"]) if periodic else 1
+    categorical_width = sum(int(table.shape[-1]) for table in first.net.embeddings)
+    for key in target:
+        if key in ("numeric_index", "numeric_selected", "out_of_fold_logits"):
+            continue
+        if key.startswith("net.numeric_embedding.") or key == first_linear:
+            parts = []
+            for state, columns in zip(states, selected, strict=True):
+                positions = torch.searchsorted(union, columns)
+                old = state[key]
+                if key == first_linear:
+                    new = torch.zeros(
+                        old.shape[0], categorical_width + len(union) * numeric_width, old.shape[2]
+                    )
+                    new[:, :categorical_width] = old[:, :categorical_width]
+                    blocks = old[:, categorical_width:].reshape(old.shape[0], len(columns), numeric_width, -1)
+                    view = new[:, categorical_width:].view(old.shape[0], len(union), numeric_width, -1)
+                    view[:, positions] = blocks
+                else:
+                    # periodic frequencies / weight / bias: the feature axis is dim 2 (dim 1 for weight)
+                    axis = 1 if key.endswith(".weight") else 2
+                    shape = list(old.shape)
+                    shape[axis] = len(union)
+                    new = torch.zeros(shape, dtype=old.dtype)
+                    new.index_copy_(axis, positions, old)
+                parts.append(new)
+            target[key] = torch.cat(parts)
+        else:
+            target[key] = torch.cat([state[key] for state in states])
+    if hparams["select_numeric"] is not None:
+        target["numeric_index"] = union.to(target["numeric_index"].dtype)
+        target["numeric_selected"] = torch.tensor(True)
+    target["out_of_fold_logits"] = out_of_fold_logits.detach().float().cpu()
+    merged.load_state_dict(target)
+    return merged

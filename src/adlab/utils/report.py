@@ -9,15 +9,26 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from adlab.errors import AdlabError
 
-def run_baselines(cfg: DictConfig, datamodule: Any) -> dict[str, float]:
-    """Fit every configured baseline on the data module's split; keys `baseline/<name>/<stage>/<metric>`."""
+
+def run_baselines(cfg: DictConfig, datamodule: Any, folds: list[Any] | None = None) -> dict[str, float]:
+    """Fit every configured baseline on the data module's split; keys `baseline/<name>/<stage>/<metric>`.
+
+    With `folds` (the fold data modules of a cross-fitted job) each baseline is cross-fitted the same
+    way: out-of-fold val metrics, test scored by the mean of its K fold fits.
+    """
     results: dict[str, float] = {}
     for name, baseline_cfg in (cfg.get("baselines") or {}).items():
         if baseline_cfg is None:
             continue
         baseline = instantiate(baseline_cfg)
-        for key, value in baseline.evaluate(datamodule).items():
+        if folds is not None and not hasattr(baseline, "evaluate_cross_fitted"):
+            raise AdlabError(
+                f"baselines.{name}: {type(baseline).__name__} cannot be cross-fitted (data.folds)"
+            )
+        scores = baseline.evaluate(datamodule) if folds is None else baseline.evaluate_cross_fitted(folds)
+        for key, value in scores.items():
             results[f"baseline/{name}/{key}"] = value
     return results
 
