@@ -15,12 +15,15 @@ import pytest
 import torch
 
 from adlab.calibration import fit_calibrator, log_loss, reliability_bins
+from adlab.data.datamodule import MarketingDataModule
 from adlab.data.datasets.cdnow import rfm_features
 from adlab.data.sources.sessions import generate_sessions
 from adlab.data.sources.tabular import TabularSource
 from adlab.errors import AdlabError
+from adlab.eval import evaluate
 from adlab.features import l1_path_ranking
-from adlab.models.propensity import PropensityModule
+from adlab.metrics.binary import PropensityMetrics
+from adlab.models.propensity import PropensityModule, merge_cross_fitted
 from adlab.train import train
 from tests.conftest import TINY, compose_config
 
@@ -105,6 +108,87 @@ def test_select_numeric_ranks_on_train_and_travels_in_the_checkpoint():
     for bad in (0, 4):
         with pytest.raises(AdlabError, match="model.select_numeric"):
             PropensityModule(META, select_numeric=bad)
+
+
+def test_merged_fold_networks_score_exactly_their_mean():
+    torch.manual_seed(0)
+    folds = []
+    for columns in ([0, 2], [1, 2], [2, 0]):
+        module = PropensityModule(
+            META, members=2, hidden_sizes=[4], select_numeric=2, numeric_embedding="periodic", report=False
+        )
+        module.numeric_index.copy_(torch.tensor(sorted(columns)))
+        module.numeric_selected.fill_(True)
+        folds.append(module.eval())
+    merged = merge_cross_fitted(folds, torch.arange(6.0)).eval()
+    # the union of the folds' columns, each member reading only its own fold's columns
+    assert merged.hparams.members == 6 and merged.numeric_index.tolist() == [0, 1, 2]
+    categorical, numeric = _batch()
+    expected = torch.stack([module(categorical, numeric) for module in folds]).mean(dim=0)
+    torch.testing.assert_close(merged(categorical, numeric), expected, atol=1e-5, rtol=1e-5)
+    # the ensemble cannot be trained further (its members saw different folds)
+    merged.trainer = type("Trainer", (), {"datamodule": None})()
+    with pytest.raises(AdlabError, match="cross-fitted"):
+        merged.setup("fit")
+
+
+def test_cross_fitting_scores_val_out_of_fold_and_tests_the_merged_ensemble(train_config, tmp_path):
+    overrides = ["experiment=propensity_coil", "model.members=2", "model.select_numeric=3", "data.folds=3"]
+    metrics = train(train_config(overrides))
+    run = tmp_path / "run"
+    pool = MarketingDataModule(
+        TabularSource(**{k: v for k, v in train_config(overrides).data.source.items() if k != "_target_"}),
+        split="official",
+        folds=3,
+        seed=1,
+    )
+    pool.setup()
+    # the folds partition the official training rows, stratified; the official test set is untouched
+    assert np.array_equal(pool.splits["train"], pool.splits["val"])
+    assert np.array_equal(
+        np.bincount(pool.fold_of), [len(pool.pool) // 3 + (i < len(pool.pool) % 3) for i in range(3)]
+    )
+    buyers = pool.tensors["train"]["target"].numpy() == 1
+    assert max(np.bincount(pool.fold_of[buyers])) - min(np.bincount(pool.fold_of[buyers])) <= 1
+    # each fold network was selected on its own fold; their out-of-fold scores make the val metrics
+    out_of_fold = torch.zeros(len(pool.pool))
+    fold_networks = []
+    for fold in range(3):
+        module = PropensityModule.load_from_checkpoint(
+            run / "folds" / str(fold) / "checkpoints" / "best.ckpt", map_location="cpu"
+        ).eval()
+        held_out = pool.fold_of == fold
+        tensors = {name: t[torch.from_numpy(held_out)] for name, t in pool.tensors["train"].items()}
+        with torch.no_grad():
+            out_of_fold[torch.from_numpy(held_out)] = module(tensors["categorical"], tensors["numeric"])
+        fold_networks.append(module)
+    target = pool.tensors["train"]["target"]
+    expected_auroc = PropensityMetrics(0.2)
+    expected_auroc.update(torch.sigmoid(out_of_fold), target)
+    assert metrics["val/auroc"] == pytest.approx(float(expected_auroc.compute()["auroc"]), abs=1e-6)
+    # the tested checkpoint is the merged ensemble: the mean of the fold networks on test
+    test = pool.tensors["test"]
+    ensemble = PropensityModule.load_from_checkpoint(
+        run / "checkpoints" / "best.ckpt", map_location="cpu"
+    ).eval()
+    with torch.no_grad():
+        expected = torch.stack([m(test["categorical"], test["numeric"]) for m in fold_networks]).mean(dim=0)
+        torch.testing.assert_close(
+            ensemble(test["categorical"], test["numeric"]), expected, atol=1e-5, rtol=1e-5
+        )
+    torch.testing.assert_close(ensemble.out_of_fold_logits, out_of_fold, atol=1e-5, rtol=1e-5)
+    # baselines are cross-fitted too, and adlab-eval reproduces the run from the merged checkpoint
+    for stage in ("val", "test"):
+        assert f"baseline/logreg/{stage}/auroc" in metrics
+    evaluated = evaluate(
+        compose_config(
+            "eval",
+            [f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "extras.print_config=false"],
+            tmp_path / "eval",
+        )
+    )
+    for key in ("val/auroc", "test/auroc", "test/top20_hits"):
+        assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
 def test_calibrators_fitted_on_scores_repair_overconfidence():
