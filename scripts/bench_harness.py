@@ -42,6 +42,8 @@ def harness_epochs(data_dir: Path, output_dir: Path, batch_size: int, epochs: in
     """Run the real `train()` on the flagship experiment; returns (epoch times, datamodule, model config)."""
     overrides = [
         "experiment=propensity_coil",
+        # one network's epochs (not the preset's five cross-fitted folds)
+        "data.folds=null",
         f"paths.data_dir={data_dir}",
         f"paths.log_dir={output_dir.parent}",
         f"data.batch_size={batch_size}",

@@ -12,7 +12,7 @@ from adlab.train import train
 
 
 def test_train_writes_metrics_checkpoints_and_splits(train_config, tmp_path):
-    cfg = train_config(["experiment=propensity_coil", "trainer.max_epochs=3", "seed=3"])
+    cfg = train_config(["experiment=propensity_coil", "data.folds=null", "trainer.max_epochs=3", "seed=3"])
     metrics = train(cfg)
     run = tmp_path / "run"
     written = json.loads((run / "metrics.json").read_text())
@@ -29,7 +29,7 @@ def test_train_writes_metrics_checkpoints_and_splits(train_config, tmp_path):
 
 
 def test_eval_reproduces_test_metrics(train_config, tmp_path):
-    cfg = train_config(["experiment=propensity_coil", "trainer.max_epochs=2"])
+    cfg = train_config(["experiment=propensity_coil", "data.folds=null", "trainer.max_epochs=2"])
     trained = train(cfg)
     best = tmp_path / "run" / "checkpoints" / "best.ckpt"
     from tests.conftest import compose_config

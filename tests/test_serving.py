@@ -34,7 +34,13 @@ def run(tmp_path_factory, coil_data_dir):
     output = tmp_path_factory.mktemp("serving_run")
     cfg = compose_config(
         "train",
-        [f"paths.data_dir={coil_data_dir}", *TINY, "experiment=propensity_coil", "baselines=none"],
+        [
+            f"paths.data_dir={coil_data_dir}",
+            *TINY,
+            "experiment=propensity_coil",
+            "data.folds=null",
+            "baselines=none",
+        ],
         output,
     )
     train(cfg)

@@ -59,6 +59,7 @@ def test_fast_dev_run_of_tabular_experiments(experiment, train_config):
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(train_config, tmp_path):
     common = [
         "experiment=propensity_coil",
+        "data.folds=null",
         "trainer.deterministic=true",
         "seed=7",
         "callbacks.early_stopping=null",
@@ -100,6 +101,7 @@ def test_ddp_on_cpu_with_two_processes(coil_data_dir, tmp_path):
     result = run_module(
         "adlab.train",
         "experiment=propensity_coil",
+        "data.folds=null",
         "trainer=ddp_cpu",
         "trainer.max_epochs=1",
         f"paths.data_dir={coil_data_dir}",
@@ -127,7 +129,7 @@ def test_ddp_on_cpu_with_two_processes(coil_data_dir, tmp_path):
     ids=["fdr", "limit", "overfit", "bf16"],
 )
 def test_debug_modes_and_precision(overrides, train_config):
-    metrics = train(train_config(["experiment=propensity_coil", *overrides]))
+    metrics = train(train_config(["experiment=propensity_coil", "data.folds=null", *overrides]))
     assert "test/auroc" in metrics
 
 

@@ -30,6 +30,7 @@ def multirun(coil_data_dir, tmp_path_factory) -> Path:
     adlab_train(
         "-m",
         "experiment=propensity_coil",
+        "data.folds=null",
         "seed=1,2",
         f"paths.data_dir={coil_data_dir}",
         f"paths.log_dir={logs}",
@@ -108,6 +109,7 @@ def test_submitit_local_launcher_runs_a_job(coil_data_dir, tmp_path):
     adlab_train(
         "-m",
         "experiment=propensity_coil",
+        "data.folds=null",
         "hydra/launcher=slurm_local",
         "seed=3",
         f"paths.data_dir={coil_data_dir}",
@@ -123,7 +125,8 @@ def test_submitit_local_launcher_runs_a_job(coil_data_dir, tmp_path):
 def test_resumed_run_continues_its_wandb_run(train_config, tmp_path):
     first = train(
         train_config(
-            ["experiment=propensity_coil", "logger=wandb", "trainer.max_epochs=1"], output_dir=tmp_path / "a"
+            ["experiment=propensity_coil", "data.folds=null", "logger=wandb", "trainer.max_epochs=1"],
+            output_dir=tmp_path / "a",
         )
     )
     run_id = (tmp_path / "a" / "checkpoints" / "wandb_run_id").read_text().strip()
@@ -131,7 +134,13 @@ def test_resumed_run_continues_its_wandb_run(train_config, tmp_path):
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     train(
         train_config(
-            ["experiment=propensity_coil", "logger=wandb", "trainer.max_epochs=2", f"ckpt_path={last}"],
+            [
+                "experiment=propensity_coil",
+                "data.folds=null",
+                "logger=wandb",
+                "trainer.max_epochs=2",
+                f"ckpt_path={last}",
+            ],
             output_dir=tmp_path / "b",
         )
     )

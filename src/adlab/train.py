@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from adlab.cli import check_overrides, report_user_errors
 from adlab.crossfit import cross_fitting, fit_folds, save_ensemble
+from adlab.errors import AdlabError
 from adlab.utils.build import (
     build_callbacks,
     build_datamodule,
@@ -52,6 +53,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Keys: `val/<metric>` at the selected checkpoint, `test/<metric>` of that checkpoint,
     `baseline/<name>/<val|test>/<metric>` for every configured baseline, and `time/fit_seconds`.
     """
+    crossfit = cross_fitting(cfg)
+    if crossfit and (cfg.get("ckpt_path") or not cfg.get("train", True)):
+        raise AdlabError(
+            f"data.folds={cfg.data.folds}: a cross-fitted run trains its K networks from scratch; it cannot "
+            "resume from or test a ckpt_path (test a finished one with adlab-eval ckpt_path=...)"
+        )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     datamodule = build_datamodule(cfg)
@@ -69,7 +76,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         started = time.perf_counter()
         fold_datamodules = None
-        crossfit = cross_fitting(cfg) and cfg.get("train", True)
         if crossfit:
             # K fold networks merged into one ensemble; its val metrics are their out-of-fold scores
             model, fold_datamodules, merged = fit_folds(cfg, datamodule, resolved)

@@ -62,7 +62,7 @@ class PropensityModule(L.LightningModule):
             chosen when fitting by `adlab.features.l1_path_ranking` on this run's train split, so val
             and test never shape the choice. The choice is saved in checkpoints. Categorical columns
             are read as `features` says. None reads every numeric column.
-        numeric_embedding: None (scaled values) or "periodic" (learned sin/cos features per column).
+        numeric_embedding: None or "none" (scaled values) or "periodic" (learned sin/cos features per column).
         numeric_embedding_dim: width of a numeric column's periodic embedding.
         frequencies: learned frequencies per numeric column.
         frequency_sigma: standard deviation of the initial frequencies.

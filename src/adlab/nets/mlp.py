@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-NUMERIC_EMBEDDINGS = (None, "periodic")
+# "none" is null spelled as a string (Hydra sweep choices cannot hold null)
+NUMERIC_EMBEDDINGS = (None, "none", "periodic")
 # exported periodic embeddings of at most this many columns use a block-diagonal weight (see forward)
 BLOCK_DIAGONAL_MAX_FEATURES = 32
 
