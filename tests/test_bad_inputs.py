@@ -141,6 +141,19 @@ def test_split_fractions_checked(train_config, tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_fold_settings_checked(train_config, tmp_path):
+    data = tmp_path / "t.csv"
+    _table(data, _frame(200))
+    base = ["data=tabular", f"data.source.path={data}", "data.source.target=bought"]
+    with pytest.raises(AdlabError, match=r"data\.folds=1: expected null or at least 2 folds"):
+        train(train_config([*base, "data.folds=1"]))
+    with pytest.raises(AdlabError, match=r"data\.fold=3: expected null or 0\.\.data\.folds-1"):
+        train(train_config([*base, "data.folds=3", "data.fold=3"]))
+    with pytest.raises(AdlabError, match=r"cannot resume from or test a ckpt_path"):
+        train(train_config([*base, "data.folds=3", f"ckpt_path={data}"]))
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_config_key_is_one_line_and_status_2(capsys):
     with pytest.raises(SystemExit) as stop:
         check_overrides("train", ["model.hiden_sizes=[8]"])
