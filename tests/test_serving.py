@@ -93,6 +93,11 @@ def test_export_matches_pytorch_on_held_out_rows(packages, held_out, fmt):
     assert preprocessing["version"] == 1 and len(preprocessing["features"]) == 85
     assert preprocessing["graph"] == "unfolded"  # periodic embeddings are not folded
     assert preprocessing["features"][0]["vocabulary"][0].startswith("subtype")
+    # large batches go through the graph in calls of at most graph_batch_rows rows, with the same scores
+    assert 256 <= preprocessing["graph_batch_rows"] <= 65536
+    scorer.graph_rows = 7
+    split = scorer.score_table(pa.Table.from_pandas(features(frame), preserve_index=False))
+    assert np.max(np.abs(split - expected)) <= 1e-5
 
 
 def test_bidding_scorer_exports_folded_and_matches_pytorch(coil_data_dir, tmp_path):

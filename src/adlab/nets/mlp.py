@@ -130,6 +130,24 @@ class TabularMLP(nn.Module):
         layers.append(MemberLinear(members, width, outputs))
         self.layers = nn.Sequential(*layers)
 
+    def activation_floats_per_row(self) -> int:
+        """About how many floats one scored row occupies at once inside the network (all members): the
+        periodic embedding's angles, sines, cosines and outputs, the concatenated inputs and the dense
+        layers' outputs. Exporters size their graph calls by it."""
+        numeric = self.numeric_embedding
+        if numeric is not None:
+            _, features, width_in, width = numeric.weight.shape
+            # angles, sin, cos (frequencies each), their concatenation and the embedded output
+            numeric_floats = features * (4 * width_in + 2 * width)
+        else:
+            numeric_floats = 0
+        dense = sum(
+            layer.weight.shape[1] + layer.weight.shape[2]
+            for layer in self.layers
+            if isinstance(layer, MemberLinear)
+        )
+        return self.members * (numeric_floats + 2 * dense)
+
     def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
         # every member's rows at once: (members, batch, width); index_select exports as one Gather where
         # table[:, index] costs a GatherND and two Transposes

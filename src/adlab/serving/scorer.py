@@ -31,6 +31,9 @@ class TabularScorer:
         self._one_categorical = np.zeros((1, len(self.schema.categorical)), dtype=np.int64)
         self._one_numeric = np.zeros((1, len(self.schema.numeric)), dtype=np.float32)
         self.backend.bind_one(self._one_categorical, self._one_numeric)
+        # rows per graph call: a large ensemble's intermediate tensors grow with the batch (older
+        # packages do not say; they were plain networks)
+        self.graph_rows = int(package.preprocessing.get("graph_batch_rows") or 65536)
 
     @property
     def model_version(self) -> str:
@@ -48,13 +51,25 @@ class TabularScorer:
         """A list of JSON objects -> probabilities `(n,) float32`."""
         if type(records) is list and len(records) == 0:
             return np.zeros(0, dtype=np.float32)
-        return self.backend.score(*self.schema.encode_records(records))
+        return self._score(*self.schema.encode_records(records))
 
     def score_table(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
         """An Arrow table or record batch holding (at least) the features -> probabilities `(n,) float32`."""
         if table.num_rows == 0:
             return np.zeros(0, dtype=np.float32)
-        return self.backend.score(*self.schema.encode_table(table))
+        return self._score(*self.schema.encode_table(table))
+
+    def _score(self, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+        """Encoded rows -> probabilities, in graph calls of at most `graph_rows` rows."""
+        rows, step = len(numeric), self.graph_rows
+        if rows <= step:
+            return self.backend.score(categorical, numeric)
+        return np.concatenate(
+            [
+                self.backend.score(categorical[i : i + step], numeric[i : i + step])
+                for i in range(0, rows, step)
+            ]
+        )
 
 
 def load_scorer(path: str | Path, threads: int = 1, what: str = "model") -> TabularScorer:
