@@ -14,6 +14,7 @@ from adlab.cli import check_overrides
 from adlab.data.catalog import Archive, ArchiveFile, Dataset
 from adlab.data.fetch import CATALOG, fetch
 from adlab.data.sources.tabular import TabularSource
+from adlab.data.splits import fold_assignment
 from adlab.errors import AdlabError
 from adlab.train import train
 from tests.conftest import run_module
@@ -152,6 +153,8 @@ def test_fold_settings_checked(train_config, tmp_path):
     with pytest.raises(AdlabError, match=r"cannot resume from or test a ckpt_path"):
         train(train_config([*base, "data.folds=3", f"ckpt_path={data}"]))
     assert not (tmp_path / "run").exists()
+    with pytest.raises(AdlabError, match=r"data\.folds=4: 4 train and val rows leave a fold empty"):
+        fold_assignment(np.array([0, 0, 1, 1]), 4, seed=1)
 
 
 def test_unknown_config_key_is_one_line_and_status_2(capsys):

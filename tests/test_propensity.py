@@ -120,7 +120,7 @@ def test_merged_fold_networks_score_exactly_their_mean():
         module.numeric_index.copy_(torch.tensor(sorted(columns)))
         module.numeric_selected.fill_(True)
         folds.append(module.eval())
-    merged = merge_cross_fitted(folds, torch.arange(6.0)).eval()
+    merged = merge_cross_fitted(folds, torch.arange(6.0), torch.zeros(6)).eval()
     # the union of the folds' columns, each member reading only its own fold's columns
     assert merged.hparams.members == 6 and merged.numeric_index.tolist() == [0, 1, 2]
     categorical, numeric = _batch()
@@ -189,6 +189,11 @@ def test_cross_fitting_scores_val_out_of_fold_and_tests_the_merged_ensemble(trai
     )
     for key in ("val/auroc", "test/auroc", "test/top20_hits"):
         assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6), key
+    # debug limits on val batches (the merged ensemble scores only the rows its limited val loader serves)
+    limited = train(
+        train_config([*overrides, "debug=limit", "data.eval_batch_size=32"], output_dir=tmp_path / "limited")
+    )
+    assert 0 <= limited["val/auroc"] <= 1
 
 
 def test_calibrators_fitted_on_scores_repair_overconfidence():

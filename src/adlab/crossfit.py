@@ -64,6 +64,7 @@ def fit_folds(
     """
     folds = int(cfg.data.folds)
     out_of_fold = torch.zeros(len(pool.pool))
+    out_of_fold_targets = torch.zeros(len(pool.pool))
     modules, datamodules = [], []
     for fold in range(folds):
         fold_cfg = fold_config(cfg, fold)
@@ -71,7 +72,8 @@ def fit_folds(
         model = build_model(fold_cfg, datamodule.meta)
         if not isinstance(model, PropensityModule):
             raise AdlabError(
-                f"data.folds={folds}: cross-fitting is built for propensity models, not {type(model).__name__}"
+                f"data.folds={folds}: cross-fitting expects a propensity model, not {type(model).__name__}; "
+                "set data.folds=null"
             )
         fold_dir = Path(fold_cfg.paths.output_dir)
         fold_resolved = {**resolved, "data": {**resolved.get("data", {}), "fold": fold}}
@@ -81,7 +83,9 @@ def fit_folds(
             [CSVLogger(str(fold_dir), name="csv", version="")],
         )
         if trainer.world_size > 1:
-            raise AdlabError(f"data.folds={folds}: cross-fitting runs on one device (trainer.devices=1)")
+            raise AdlabError(
+                f"trainer.devices: cross-fitting (data.folds={folds}) runs on one device; expected trainer.devices=1"
+            )
         trainer.fit(model, datamodule=datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt
@@ -92,10 +96,14 @@ def fit_folds(
             model.load_state_dict(state)
         held_out = torch.from_numpy(datamodule.fold_of == fold)
         out_of_fold[held_out] = torch.from_numpy(score_split(model, datamodule.tensors["val"]))
-        log.info("fold %d/%d: best %s = %s", fold + 1, folds, cfg.get("monitor"), callback.best_model_score)
+        out_of_fold_targets[held_out] = datamodule.tensors["val"]["target"].float()
+        if callback is not None:
+            log.info(
+                "fold %d/%d: best %s = %s", fold + 1, folds, cfg.get("monitor"), callback.best_model_score
+            )
         modules.append(model.cpu())
         datamodules.append(datamodule)
-    merged = merge_cross_fitted(modules, out_of_fold)
+    merged = merge_cross_fitted(modules, out_of_fold, out_of_fold_targets)
     merged_resolved = copy.deepcopy(resolved)
     model_cfg = merged_resolved.setdefault("model", {})
     model_cfg.update(

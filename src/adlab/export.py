@@ -188,7 +188,7 @@ def _tabular_parity_inputs(state: dict[str, Any], rows: int, seed: int) -> tuple
 
 def graph_batch_rows(model: nn.Module) -> int:
     """Rows per graph call for a tabular network: GRAPH_CALL_BYTES over twice its activation bytes per
-    row, between 256 and 65,536 (a plain 16-member scorer keeps 65,536; the cross-fitted 80-member
+    row, between 256 and 65,536 (the 16-member bidding scorer gets about 41,000; the cross-fitted 80-member
     periodic flagship measured about 270 kB per row in ONNX Runtime, 18 GB for 65,536 rows)."""
     net = getattr(model, "net", None)
     if not hasattr(net, "activation_floats_per_row"):
@@ -201,6 +201,10 @@ def tabular_spec(model: nn.Module, checkpoint: dict[str, Any]) -> ExportSpec:
     """The propensity scorer with numeric scaling in the graph; vocabularies and fill in the JSON."""
     state = checkpoint["adlab_data"]["preprocessing"]
     source = (checkpoint["adlab_config"].get("data") or {}).get("source") or {}
+    for name in ("out_of_fold_logits", "out_of_fold_targets"):
+        # a cross-fitted ensemble's scores of its training customers are not part of the scorer
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
     graph = TabularScoringGraph(model, state["mean"], state["scale"]).eval()
     example = _tabular_parity_inputs(state, 64, seed=0)
     if FoldedEnsembleGraph.foldable(model):

@@ -102,22 +102,36 @@ class MarketingDataModule(L.LightningDataModule):
         """Pool train and val, fit preprocessing on the pool, and cut this fold's train/val from it."""
         pool = np.sort(np.concatenate([splits["train"], splits["val"]]))
         built = self.source.build(raw, {"train": pool, "val": pool, "test": splits["test"]})
-        if not all(isinstance(built.tensors[stage], dict) for stage in STAGES):
+        pool_tensors = built.tensors["train"]
+        tabular = isinstance(pool_tensors, dict) and {"categorical", "numeric", "target"} <= set(pool_tensors)
+        if (
+            not tabular
+            or len(pool_tensors["target"]) != len(pool)
+            or getattr(raw, "groups", None) is not None
+        ):
             raise AdlabError(
-                f"data.folds={self.folds}: cross-fitting needs a tabular source ({type(self.source).__name__} is not)"
+                f"data.folds={self.folds}: expected a tabular source with one row per customer "
+                f"({type(self.source).__name__} is not); set data.folds=null"
             )
         self.pool = pool
         self.fold_of = fold_assignment(np.asarray(raw.labels)[pool], self.folds, self.seed)
         if self.fold is None:
             return {"train": pool, "val": pool, "test": splits["test"]}, built
         held_out = self.fold_of == self.fold
-        pool_tensors = built.tensors["train"]
         built.tensors = {
             "train": {name: t[torch.from_numpy(~held_out)] for name, t in pool_tensors.items()},
             "val": {name: t[torch.from_numpy(held_out)] for name, t in pool_tensors.items()},
             "test": built.tensors["test"],
         }
-        return {"train": pool[~held_out], "val": pool[held_out], "test": splits["test"]}, built
+        fold_splits = {"train": pool[~held_out], "val": pool[held_out], "test": splits["test"]}
+        # what a fold network may know of labels comes from its own train rows (the output bias starts at
+        # this rate; positive_weight="balanced" uses it)
+        built.meta = {
+            **built.meta,
+            "positive_rate": float(built.tensors["train"]["target"].float().mean()),
+            "rows": {stage: int(len(rows)) for stage, rows in fold_splits.items()},
+        }
+        return fold_splits, built
 
     def save_splits(self, directory: str | Path) -> Path:
         """Write the row indices of every split to `<directory>/splits.npz`."""

@@ -164,11 +164,12 @@ class PropensityModule(L.LightningModule):
             persistent=False,
         )
         self.label_smoothing = label_smoothing
-        self.register_buffer(
-            "out_of_fold_logits",
-            torch.zeros(out_of_fold_rows) if out_of_fold_rows is not None else None,
-            persistent=out_of_fold_rows is not None,
-        )
+        for name in ("out_of_fold_logits", "out_of_fold_targets"):
+            self.register_buffer(
+                name,
+                torch.zeros(out_of_fold_rows) if out_of_fold_rows is not None else None,
+                persistent=out_of_fold_rows is not None,
+            )
         self._val_offset = 0
         self.val_metrics = PropensityMetrics(top_fraction)
         self.test_metrics = PropensityMetrics(top_fraction)
@@ -180,8 +181,8 @@ class PropensityModule(L.LightningModule):
             torch.set_num_threads(int(self.hparams.cpu_threads))
         if stage == "fit" and self.out_of_fold_logits is not None:
             raise AdlabError(
-                "this checkpoint is a cross-fitted ensemble (data.folds): its members were trained on "
-                "different folds and cannot be trained further; train a new run instead"
+                "ckpt_path: a cross-fitted ensemble (data.folds) cannot be trained further, its members "
+                "saw different folds; expected a new run without ckpt_path"
             )
         if stage == "fit" and self.hparams.select_numeric is not None and not bool(self.numeric_selected):
             tensors = getattr(self.trainer.datamodule, "tensors", None)
@@ -271,14 +272,16 @@ class PropensityModule(L.LightningModule):
         # fold networks that did not train on them
         if self.trainer is not None and self.trainer.world_size > 1:
             raise AdlabError(
-                "a cross-fitted ensemble's val metrics are computed in one process; run on one device"
+                f"trainer.devices: a cross-fitted ensemble is evaluated in one process, got {self.trainer.world_size}; "
+                "expected trainer.devices=1"
             )
         rows = len(batch["target"])
-        logits = self.out_of_fold_logits[self._val_offset : self._val_offset + rows]
-        if len(logits) != rows:
+        part = slice(self._val_offset, self._val_offset + rows)
+        logits, targets = self.out_of_fold_logits[part], self.out_of_fold_targets[part]
+        if len(logits) != rows or not torch.equal(targets, batch["target"].to(targets.dtype)):
             raise AdlabError(
-                f"the val split has more rows than the {len(self.out_of_fold_logits)} out-of-fold scores "
-                "stored in this cross-fitted checkpoint; evaluate it with the data and seed it was trained on"
+                f"ckpt_path: the val rows differ from the {len(self.out_of_fold_logits)} pool customers this "
+                "cross-fitted ensemble stored out-of-fold scores for; expected the data and seed it was trained on"
             )
         self._val_offset += rows
         self.val_metrics.update(torch.sigmoid(logits), batch["target"])
@@ -291,10 +294,16 @@ class PropensityModule(L.LightningModule):
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
-        if self.out_of_fold_logits is not None and self._val_offset != len(self.out_of_fold_logits):
+        trainer = self._trainer
+        limited = trainer is not None and (trainer.fast_dev_run or trainer.limit_val_batches != 1.0)
+        if (
+            self.out_of_fold_logits is not None
+            and not limited
+            and self._val_offset != len(self.out_of_fold_logits)
+        ):
             raise AdlabError(
-                f"the val split has {self._val_offset} rows but this cross-fitted checkpoint stores "
-                f"{len(self.out_of_fold_logits)} out-of-fold scores; evaluate it with the data and seed it was trained on"
+                f"ckpt_path: the val split has {self._val_offset} rows, this cross-fitted ensemble stored "
+                f"out-of-fold scores for {len(self.out_of_fold_logits)}; expected the data and seed it was trained on"
             )
         self._log_metrics("val", self.val_metrics)
 
@@ -332,7 +341,9 @@ def _first_linear_key(state: dict[str, Tensor]) -> str:
     return keys[0]
 
 
-def merge_cross_fitted(modules: Sequence[PropensityModule], out_of_fold_logits: Tensor) -> PropensityModule:
+def merge_cross_fitted(
+    modules: Sequence[PropensityModule], out_of_fold_logits: Tensor, out_of_fold_targets: Tensor
+) -> PropensityModule:
     """One ensemble from K networks trained on K folds: its score is the mean of theirs, exactly.
 
     Every module must share the architecture and the data encoding (cross-fitting fits preprocessing on
@@ -343,6 +354,7 @@ def merge_cross_fitted(modules: Sequence[PropensityModule], out_of_fold_logits: 
     Args:
         modules: the K fold networks (each with M members), in fold order.
         out_of_fold_logits: `(pool_rows,)` each pool row's logit from the network that did not train on it.
+        out_of_fold_targets: `(pool_rows,)` their targets (val checks that it scores the same customers).
     """
     first = modules[0]
     hparams = dict(first.hparams)
@@ -362,7 +374,7 @@ def merge_cross_fitted(modules: Sequence[PropensityModule], out_of_fold_logits: 
     numeric_width = int(hparams["numeric_embedding_dim"]) if periodic else 1
     categorical_width = sum(int(table.shape[-1]) for table in first.net.embeddings)
     for key in target:
-        if key in ("numeric_index", "numeric_selected", "out_of_fold_logits"):
+        if key in ("numeric_index", "numeric_selected", "out_of_fold_logits", "out_of_fold_targets"):
             continue
         if key.startswith("net.numeric_embedding.") or key == first_linear:
             parts = []
@@ -392,5 +404,6 @@ def merge_cross_fitted(modules: Sequence[PropensityModule], out_of_fold_logits: 
         target["numeric_index"] = union.to(target["numeric_index"].dtype)
         target["numeric_selected"] = torch.tensor(True)
     target["out_of_fold_logits"] = out_of_fold_logits.detach().float().cpu()
+    target["out_of_fold_targets"] = out_of_fold_targets.detach().float().cpu()
     merged.load_state_dict(target)
     return merged
