@@ -114,10 +114,9 @@ def fit_folds(
     return merged, datamodules, merged_resolved
 
 
-def save_ensemble(trainer: L.Trainer, checkpoint_dir: Path) -> str:
+def save_ensemble(trainer: L.Trainer, checkpoint_dir: Path) -> None:
     """Write the merged ensemble as `best.ckpt` and `last.ckpt` (the trainer has validated it, so it is
-    attached); returns the path of `best.ckpt`."""
+    attached)."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     for name in ("best", "last"):
         trainer.save_checkpoint(checkpoint_dir / f"{name}.ckpt")
-    return str(checkpoint_dir / "best.ckpt")

@@ -43,6 +43,7 @@ from adlab.errors import AdlabError
 from adlab.generate import load_model
 from adlab.serving.package import (
     FORMATS,
+    GRAPH_MAX_ROWS,
     METADATA_FILE,
     PACKAGE_VERSION,
     PREPROCESSING_FILE,
@@ -54,7 +55,6 @@ from adlab.utils.io import atomic_write_text
 
 PARITY_TOLERANCE = 1e-5  # max |exported - eager| on any output, checked before a package is written
 GRAPH_CALL_BYTES = 512 * 2**20  # budget of a tabular graph call's intermediate tensors (see graph_batch_rows)
-GRAPH_MAX_ROWS = 65536
 
 
 class TabularScoringGraph(nn.Module):

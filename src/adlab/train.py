@@ -85,11 +85,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["time/fit_seconds"] = time.perf_counter() - started
         if trainer.interrupted:
             return metrics
-        selected = (
-            _selected_checkpoint(trainer, output_dir) if cfg.get("train", True) else cfg.get("ckpt_path")
-        )
-        fast = bool(trainer.fast_dev_run)
-        checkpoint = None if fast or crossfit else selected
+        if trainer.fast_dev_run or crossfit:
+            checkpoint = None  # the model in memory (a cross-fitted ensemble is saved after validation)
+        elif cfg.get("train", True):
+            checkpoint = _selected_checkpoint(trainer, output_dir)
+        else:
+            checkpoint = cfg.get("ckpt_path")
         for result in trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint, verbose=False):
             metrics.update(result)
         if crossfit and trainer.is_global_zero:

@@ -40,10 +40,15 @@ class TabularBaseline:
         results = {}
         for stage in ("val", "test"):
             categorical, numeric, target = _arrays(datamodule.tensors[stage])
-            probabilities = torch.as_tensor(self.predict(categorical, numeric), dtype=torch.float32)
-            scores = score_probabilities(probabilities, torch.as_tensor(target), self.top_fraction)
-            results.update({f"{stage}/{name}": value for name, value in scores.items()})
+            results.update(self._stage_metrics(stage, self.predict(categorical, numeric), target))
         return results
+
+    def _stage_metrics(self, stage: str, probabilities: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """`{"<stage>/<metric>": value}` of purchase probabilities against 0/1 targets."""
+        scores = score_probabilities(
+            torch.as_tensor(probabilities, dtype=torch.float32), torch.as_tensor(target), self.top_fraction
+        )
+        return {f"{stage}/{name}": value for name, value in scores.items()}
 
     def evaluate_cross_fitted(self, folds: list[Any]) -> dict[str, float]:
         """Fit on each fold data module's train split: val metrics of the out-of-fold scores over the
@@ -60,18 +65,10 @@ class TabularBaseline:
             targets[held_out] = target
             categorical, numeric, test_target = _arrays(datamodule.tensors["test"])
             test_scores.append(self.predict(categorical, numeric))
-        results = {}
-        for stage, probabilities, target in (
-            ("val", out_of_fold, targets),
-            ("test", np.mean(test_scores, axis=0), test_target),
-        ):
-            scores = score_probabilities(
-                torch.as_tensor(probabilities, dtype=torch.float32),
-                torch.as_tensor(target),
-                self.top_fraction,
-            )
-            results.update({f"{stage}/{name}": value for name, value in scores.items()})
-        return results
+        return {
+            **self._stage_metrics("val", out_of_fold, targets),
+            **self._stage_metrics("test", np.mean(test_scores, axis=0), test_target),
+        }
 
 
 class LogisticBaseline(TabularBaseline):

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from adlab.serving.backends import load_backend
-from adlab.serving.package import ModelPackage, load_package
+from adlab.serving.package import GRAPH_MAX_ROWS, ModelPackage, load_package
 from adlab.serving.schema import SchemaError, TabularSchema
 
 
@@ -33,7 +33,7 @@ class TabularScorer:
         self.backend.bind_one(self._one_categorical, self._one_numeric)
         # rows per graph call: a large ensemble's intermediate tensors grow with the batch (older
         # packages do not say; they were plain networks)
-        self.graph_rows = int(package.preprocessing.get("graph_batch_rows") or 65536)
+        self.graph_rows = int(package.preprocessing.get("graph_batch_rows") or GRAPH_MAX_ROWS)
 
     @property
     def model_version(self) -> str:
