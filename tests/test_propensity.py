@@ -21,6 +21,7 @@ from adlab.data.sources.sessions import generate_sessions
 from adlab.data.sources.tabular import TabularSource
 from adlab.errors import AdlabError
 from adlab.eval import evaluate
+from adlab.export import export_checkpoint
 from adlab.features import l1_path_ranking
 from adlab.metrics.binary import PropensityMetrics
 from adlab.models.propensity import PropensityModule, merge_cross_fitted
@@ -110,15 +111,84 @@ def test_select_numeric_ranks_on_train_and_travels_in_the_checkpoint():
             PropensityModule(META, select_numeric=bad)
 
 
-def test_merged_fold_networks_score_exactly_their_mean():
+def test_piecewise_linear_bins_fit_on_train_and_travel_in_the_checkpoint():
+    generator = torch.Generator().manual_seed(0)
+    # x: a discrete code with 4 levels; y: continuous; z: constant
+    train_numeric = torch.stack(
+        [
+            torch.randint(0, 4, (400,), generator=generator).float(),
+            torch.randn(400, generator=generator),
+            torch.full((400,), 2.0),
+        ],
+        dim=1,
+    )
+    model = PropensityModule(META, numeric_embedding="piecewise_linear", bins=6, report=False).eval()
+    embedding = model.net.numeric_embedding
+    assert not bool(embedding.fitted)
+
+    class Trainer:
+        datamodule = type(
+            "Data", (), {"tensors": {"train": {"numeric": train_numeric, "target": torch.zeros(400)}}}
+        )
+
+    model.trainer = Trainer()
+    model.setup("fit")
+    edges = embedding.edges[0, 0]
+    assert bool(embedding.fitted) and embedding.edges.shape == (1, 1, 3, 7)
+    # a discrete code: one bin per gap between its levels (a thermometer), the spare bins unused
+    assert edges[0].tolist() == [0, 1, 2, 3, 3, 3, 3]
+    levels = torch.linspace(0, 1, 7, dtype=torch.float64)
+    expected = torch.quantile(train_numeric[:, 1].double(), levels, interpolation="lower").float()
+    torch.testing.assert_close(edges[1], expected)
+    assert edges[2].tolist() == [2.0] * 7
+    probe = torch.tensor([[1.5, float(expected[3]), 2.0], [-9.0, 99.0, 2.0]])
+    encoded = embedding.encode(probe)[0]
+    torch.testing.assert_close(encoded[0, 0], torch.tensor([1.0, 0.5, 0, 0, 0, 0]))
+    torch.testing.assert_close(encoded[0, 1], torch.tensor([1.0, 1, 1, 0, 0, 0]))
+    # outside the training range the encoding saturates; a constant column reads 0
+    torch.testing.assert_close(encoded[1, 0], torch.zeros(6))
+    torch.testing.assert_close(encoded[1, 1], torch.ones(6))
+    assert encoded[:, 2].abs().sum() == 0
+    # the bins are state: a fresh module scores the same after loading, and a fitted one keeps them
+    categorical, numeric = _batch()
+    before = model(categorical, numeric)
+    fresh = PropensityModule(META, numeric_embedding="piecewise_linear", bins=6, report=False).eval()
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh(categorical, numeric), before)
+    fresh.trainer = type(
+        "Trainer",
+        (),
+        {
+            "datamodule": type(
+                "Data",
+                (),
+                {"tensors": {"train": {"numeric": train_numeric * 10, "target": torch.zeros(400)}}},
+            )
+        },
+    )()
+    fresh.setup("fit")
+    torch.testing.assert_close(fresh(categorical, numeric), before)
+    with pytest.raises(AdlabError, match="model.bins"):
+        PropensityModule(META, numeric_embedding="piecewise_linear", bins=0)
+    with pytest.raises(AdlabError, match="piecewise_linear"):
+        unfitted = PropensityModule(META, numeric_embedding="piecewise_linear", report=False)
+        unfitted.trainer = type("Trainer", (), {"datamodule": None})()
+        unfitted.setup("fit")
+
+
+@pytest.mark.parametrize("embedding", ["periodic", "piecewise_linear"])
+def test_merged_fold_networks_score_exactly_their_mean(embedding):
     torch.manual_seed(0)
     folds = []
     for columns in ([0, 2], [1, 2], [2, 0]):
         module = PropensityModule(
-            META, members=2, hidden_sizes=[4], select_numeric=2, numeric_embedding="periodic", report=False
+            META, members=2, hidden_sizes=[4], select_numeric=2, numeric_embedding=embedding, report=False
         )
         module.numeric_index.copy_(torch.tensor(sorted(columns)))
         module.numeric_selected.fill_(True)
+        if embedding == "piecewise_linear":
+            # each fold's own bins
+            module.net.numeric_embedding.fit(torch.randn(50, 2) * (1 + columns[0]))
         folds.append(module.eval())
     merged = merge_cross_fitted(folds, torch.arange(6.0), torch.zeros(6)).eval()
     # the union of the folds' columns, each member reading only its own fold's columns
@@ -133,7 +203,13 @@ def test_merged_fold_networks_score_exactly_their_mean():
 
 
 def test_cross_fitting_scores_val_out_of_fold_and_tests_the_merged_ensemble(train_config, tmp_path):
-    overrides = ["experiment=propensity_coil", "model.members=2", "model.select_numeric=3", "data.folds=3"]
+    overrides = [
+        "experiment=propensity_coil",
+        "model.members=2",
+        "model.select_numeric=3",
+        "data.folds=3",
+        "model.numeric_embedding=piecewise_linear",
+    ]
     metrics = train(train_config(overrides))
     run = tmp_path / "run"
     pool = MarketingDataModule(
@@ -162,6 +238,16 @@ def test_cross_fitting_scores_val_out_of_fold_and_tests_the_merged_ensemble(trai
         with torch.no_grad():
             out_of_fold[torch.from_numpy(held_out)] = module(tensors["categorical"], tensors["numeric"])
         fold_networks.append(module)
+        # its piecewise-linear bins are quantiles of its own train rows only
+        own = pool.tensors["train"]["numeric"][torch.from_numpy(~held_out)][:, module.numeric_index]
+        expected_edges = torch.zeros_like(module.net.numeric_embedding.edges[0, 0])
+        for column, values in enumerate(own.T):
+            levels = torch.linspace(0, 1, expected_edges.shape[1], dtype=torch.float64)
+            unique = torch.unique(torch.quantile(values.double(), levels, interpolation="lower"))
+            expected_edges[column] = torch.cat(
+                [unique, unique[-1:].expand(len(levels) - len(unique))]
+            ).float()
+        torch.testing.assert_close(module.net.numeric_embedding.edges[1, 0], expected_edges)
     target = pool.tensors["train"]["target"]
     expected_auroc = PropensityMetrics(0.2)
     expected_auroc.update(torch.sigmoid(out_of_fold), target)
@@ -189,6 +275,9 @@ def test_cross_fitting_scores_val_out_of_fold_and_tests_the_merged_ensemble(trai
     )
     for key in ("val/auroc", "test/auroc", "test/top20_hits"):
         assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6), key
+    # the merged ensemble (per-fold bins stacked) exports with the model's scores
+    package = export_checkpoint(run / "checkpoints" / "best.ckpt", "onnx", tmp_path / "package")
+    assert json.loads((package / "metadata.json").read_text())["parity"]["max_abs_error"] <= 1e-5
     # debug limits on val batches (the merged ensemble scores only the rows its limited val loader serves)
     limited = train(
         train_config([*overrides, "debug=limit", "data.eval_batch_size=32"], output_dir=tmp_path / "limited")

@@ -15,7 +15,7 @@ from torch import Tensor
 from adlab.errors import AdlabError
 from adlab.features import l1_path_ranking
 from adlab.metrics.binary import PropensityMetrics
-from adlab.nets.mlp import NUMERIC_EMBEDDINGS, TabularMLP
+from adlab.nets.mlp import NUMERIC_EMBEDDINGS, PiecewiseLinearEmbedding, TabularMLP
 
 CALIBRATIONS = (None, "temperature", "isotonic")
 log = logging.getLogger(__name__)
@@ -62,10 +62,13 @@ class PropensityModule(L.LightningModule):
             chosen when fitting by `adlab.features.l1_path_ranking` on this run's train split, so val
             and test never shape the choice. The choice is saved in checkpoints. Categorical columns
             are read as `features` says. None reads every numeric column.
-        numeric_embedding: None or "none" (scaled values) or "periodic" (learned sin/cos features per column).
-        numeric_embedding_dim: width of a numeric column's periodic embedding.
-        frequencies: learned frequencies per numeric column.
-        frequency_sigma: standard deviation of the initial frequencies.
+        numeric_embedding: None or "none" (scaled values), "periodic" (learned sin/cos features per column)
+            or "piecewise_linear" (quantile bins of the column, their edges fitted on this run's train
+            split when fitting starts and saved in checkpoints).
+        numeric_embedding_dim: width of a numeric column's embedding.
+        frequencies: learned frequencies per numeric column (periodic).
+        frequency_sigma: standard deviation of the initial frequencies (periodic).
+        bins: quantile bins per numeric column (piecewise_linear).
         calibration: post-hoc calibration fitted on val by the marketing report: None, "temperature"
             or "isotonic" (reported as `test/ece_calibrated`; the model's scores are left as they are).
         report: write the marketing report (gains/lift chart, calibration plot, decile table) on test.
@@ -99,6 +102,7 @@ class PropensityModule(L.LightningModule):
         numeric_embedding_dim: int = 4,
         frequencies: int = 8,
         frequency_sigma: float = 0.1,
+        bins: int = 8,
         calibration: str | None = "temperature",
         report: bool = True,
         cpu_threads: int | None = 1,
@@ -112,6 +116,8 @@ class PropensityModule(L.LightningModule):
             raise AdlabError(
                 f"model.numeric_embedding={numeric_embedding!r}: expected one of {NUMERIC_EMBEDDINGS}"
             )
+        if numeric_embedding == "piecewise_linear" and bins < 1:
+            raise AdlabError(f"model.bins={bins}: expected at least 1 quantile bin per numeric column")
         if calibration not in CALIBRATIONS:
             raise AdlabError(f"model.calibration={calibration!r}: expected one of {CALIBRATIONS}")
         self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
@@ -146,6 +152,7 @@ class PropensityModule(L.LightningModule):
             numeric_embedding_dim=numeric_embedding_dim,
             frequencies=frequencies,
             frequency_sigma=frequency_sigma,
+            bins=bins,
         )
         # start every member at the base rate: from a 0.5 start the first epochs only learn the bias, and
         # a val metric picked among those epochs selects an uncalibrated network
@@ -192,6 +199,20 @@ class PropensityModule(L.LightningModule):
                     "fit with that data module (or set model.select_numeric=null)"
                 )
             self.select_numeric_columns(tensors["train"])
+        embedding = self.net.numeric_embedding
+        if stage == "fit" and isinstance(embedding, PiecewiseLinearEmbedding) and not bool(embedding.fitted):
+            tensors = getattr(self.trainer.datamodule, "tensors", None)
+            if tensors is None:
+                raise AdlabError(
+                    "model.numeric_embedding=piecewise_linear fits its bins on the train split of adlab's "
+                    "MarketingDataModule; fit with that data module (or choose another numeric_embedding)"
+                )
+            self.fit_bins(tensors["train"])
+
+    def fit_bins(self, train: dict[str, Tensor]) -> None:
+        """Set the piecewise-linear bins from the train split's numeric columns this network reads."""
+        numeric = train["numeric"].detach().cpu().index_select(1, self.numeric_index.cpu())
+        self.net.numeric_embedding.fit(numeric)
 
     def select_numeric_columns(self, train: dict[str, Tensor]) -> list[str]:
         """Choose the `select_numeric` numeric columns from the train split's tensors
@@ -370,13 +391,16 @@ def merge_cross_fitted(
     states = [m.state_dict() for m in modules]
     target = merged.state_dict()
     first_linear = _first_linear_key(target)
-    periodic = first.net.numeric_embedding is not None
-    numeric_width = int(hparams["numeric_embedding_dim"]) if periodic else 1
+    embedded = first.net.numeric_embedding is not None
+    numeric_width = int(hparams["numeric_embedding_dim"]) if embedded else 1
     categorical_width = sum(int(table.shape[-1]) for table in first.net.embeddings)
     for key in target:
         if key in ("numeric_index", "numeric_selected", "out_of_fold_logits", "out_of_fold_targets"):
             continue
-        if key.startswith("net.numeric_embedding.") or key == first_linear:
+        if target[key].ndim == 0:
+            # flags (piecewise-linear bins fitted): every fold network's is set
+            target[key] = states[0][key]
+        elif key.startswith("net.numeric_embedding.") or key == first_linear:
             parts = []
             for state, columns in zip(states, selected, strict=True):
                 positions = torch.searchsorted(union, columns)
@@ -390,7 +414,8 @@ def merge_cross_fitted(
                     view = new[:, categorical_width:].view(old.shape[0], len(union), numeric_width, -1)
                     view[:, positions] = blocks
                 else:
-                    # periodic frequencies / weight / bias: the feature axis is dim 2 (dim 1 for weight)
+                    # periodic frequencies, piecewise-linear edges, weight, bias: the feature axis is
+                    # dim 2 (dim 1 for weight); a column a fold did not read gets zeros
                     axis = 1 if key.endswith(".weight") else 2
                     shape = list(old.shape)
                     shape[axis] = len(union)
