@@ -56,6 +56,12 @@ def test_ensemble_scores_with_the_mean_member_logit():
 
 def test_feature_selection_and_periodic_embeddings():
     model = PropensityModule(META, features=["b", "z"], numeric_embedding="periodic", report=False).eval()
+    # the parameter order older checkpoints' optimizer states follow
+    assert [name for name, _ in model.net.numeric_embedding.named_parameters()] == [
+        "frequencies",
+        "weight",
+        "bias",
+    ]
     categorical, numeric = _batch()
     before = model(categorical, numeric)
     numeric[:, :2] = 100.0  # columns x and y are not read
@@ -122,6 +128,17 @@ def test_piecewise_linear_bins_fit_on_train_and_travel_in_the_checkpoint():
         ],
         dim=1,
     )
+    # a skewed code (90% zeros, then 1, 2, 3): coinciding quantiles merge its bins into one, 0 to 3
+    skewed = PropensityModule(META, numeric_embedding="piecewise_linear", bins=6, report=False)
+    code = torch.cat([torch.zeros(900), torch.tensor([1.0, 2.0, 3.0]).repeat_interleave(34)[:100]])
+    skewed.fit_bins({"numeric": code[:, None].expand(-1, 3)})
+    assert skewed.net.numeric_embedding.edges[0, 0, 0].tolist() == [0, 3, 3, 3, 3, 3, 3]
+    torch.testing.assert_close(
+        skewed.net.numeric_embedding.encode(torch.full((1, 3), 1.0))[0, 0, 0],
+        torch.tensor([1 / 3, 0, 0, 0, 0, 0]),
+    )
+    with pytest.raises(AdlabError, match="NaN or infinite"):
+        skewed.fit_bins({"numeric": torch.full((5, 3), float("nan"))})
     model = PropensityModule(META, numeric_embedding="piecewise_linear", bins=6, report=False).eval()
     embedding = model.net.numeric_embedding
     assert not bool(embedding.fitted)

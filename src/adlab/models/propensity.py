@@ -212,6 +212,11 @@ class PropensityModule(L.LightningModule):
     def fit_bins(self, train: dict[str, Tensor]) -> None:
         """Set the piecewise-linear bins from the train split's numeric columns this network reads."""
         numeric = train["numeric"].detach().cpu().index_select(1, self.numeric_index.cpu())
+        if not bool(torch.isfinite(numeric).all()):
+            raise AdlabError(
+                "data: the train split's numeric columns hold NaN or infinite values; "
+                "model.numeric_embedding=piecewise_linear expected finite (imputed) values"
+            )
         self.net.numeric_embedding.fit(numeric)
 
     def select_numeric_columns(self, train: dict[str, Tensor]) -> list[str]:

@@ -44,12 +44,12 @@ class FeatureWiseEmbedding(nn.Module):
     """Numeric embeddings that encode each column into a few values, then map them per column, per member,
     through a linear layer and a ReLU: `(batch, n_num)` -> `(members, batch, n_num * width)`.
 
-    Subclasses define `encode`: `(batch, n_num)` -> `(members | 1, batch, n_num, inputs)`. Parameters:
-    `weight (members, n_num, inputs, width)`, `bias (members, 1, n_num, width)`.
+    Subclasses define `encode`: `(batch, n_num)` -> `(members, batch, n_num, inputs)`, and call
+    `add_linear` in `__init__`, which adds `weight (members, n_num, inputs, width)` and
+    `bias (members, 1, n_num, width)`.
     """
 
-    def __init__(self, members: int, features: int, inputs: int, width: int):
-        super().__init__()
+    def add_linear(self, members: int, features: int, inputs: int, width: int) -> None:
         self.weight = nn.Parameter(torch.empty(members, features, inputs, width))
         self.bias = nn.Parameter(torch.zeros(members, 1, features, width))
         nn.init.uniform_(self.weight, -1 / math.sqrt(inputs), 1 / math.sqrt(inputs))
@@ -58,7 +58,7 @@ class FeatureWiseEmbedding(nn.Module):
         raise NotImplementedError
 
     def forward(self, numeric: Tensor) -> Tensor:
-        encoded = self.encode(numeric).expand(self.weight.shape[0], -1, -1, -1)
+        encoded = self.encode(numeric)
         members, features, width_in, width = self.weight.shape
         if torch.onnx.is_in_onnx_export() and features <= BLOCK_DIAGONAL_MAX_FEATURES:
             # ONNX Runtime runs this einsum as one tiny GEMM per member and feature, whose call overhead
@@ -86,10 +86,11 @@ class PeriodicEmbedding(FeatureWiseEmbedding):
     """
 
     def __init__(self, members: int, features: int, frequencies: int, width: int, sigma: float):
-        # drawn before the weight, as they always were: a seed gives the same network as before
-        initial = torch.randn(members, 1, features, frequencies) * sigma
-        super().__init__(members, features, 2 * frequencies, width)
-        self.frequencies = nn.Parameter(initial)
+        super().__init__()
+        # frequencies first, as they always were: a seed draws the same network, and the parameter order
+        # (which a checkpoint's optimizer state follows) stays frequencies, weight, bias
+        self.frequencies = nn.Parameter(torch.randn(members, 1, features, frequencies) * sigma)
+        self.add_linear(members, features, 2 * frequencies, width)
 
     def encode(self, numeric: Tensor) -> Tensor:
         angles = 2 * math.pi * self.frequencies * numeric[None, :, :, None]
@@ -101,16 +102,20 @@ class PiecewiseLinearEmbedding(FeatureWiseEmbedding):
     and a ReLU: bin t of a column encodes x as `clamp((x - e_t) / (e_{t+1} - e_t), 0, 1)`, so the bins
     below x read 1, those above read 0 and x's own bin its position inside it.
 
-    The edges are quantiles of the training rows (`fit`), kept per member in the buffer
-    `edges (members, 1, n_num, bins + 1)`, so networks fitted on different rows can be stacked. A column
-    with fewer distinct values than bins gets one bin per gap between its values (a discrete code is
-    encoded as a thermometer), and its unused bins read 0. Values outside the training range saturate.
+    The edges are the distinct quantiles of the training rows at 0, 1/bins, ..., 1 (`fit`; observed
+    values, so the edges of a discrete code sit on its levels), kept per member in the buffer
+    `edges (members, 1, n_num, bins + 1)`, so networks fitted on different rows can be stacked. Quantiles
+    that coincide merge their bins: a discrete code whose levels each hold at least 1/bins of the rows
+    gets one bin per gap between levels (a thermometer), while levels rarer than that share a bin with
+    their neighbours (a code that is 90% zeros may get a single bin from 0 to its maximum). Unused bins
+    read 0; values outside the training range saturate.
     """
 
     def __init__(self, members: int, features: int, bins: int, width: int):
         if bins < 1:
             raise ValueError(f"bins={bins}: expected at least 1")
-        super().__init__(members, features, bins, width)
+        super().__init__()
+        self.add_linear(members, features, bins, width)
         # until fitted: the quantiles of a standard normal, the distribution of a standardised column
         normal = torch.distributions.Normal(0.0, 1.0)
         inner = normal.icdf(torch.linspace(0, 1, bins + 1)[1:-1])
@@ -120,13 +125,15 @@ class PiecewiseLinearEmbedding(FeatureWiseEmbedding):
 
     @torch.no_grad()
     def fit(self, numeric: Tensor) -> None:
-        """Set every member's edges from the training rows `numeric (rows, n_num)`."""
+        """Set every member's edges from the training rows `numeric (rows, n_num)` (finite values)."""
+        if not bool(torch.isfinite(numeric).all()):
+            raise ValueError("piecewise-linear bins: the training rows hold NaN or infinite values")
         bins = self.edges.shape[-1] - 1
         levels = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
         edges = torch.empty(self.edges.shape[2:], dtype=torch.float64)
         for column, values in enumerate(numeric.detach().cpu().double().T):
             # observed values as edges ("lower"): the edges of a discrete code sit on its levels
-            unique = torch.unique(torch.quantile(values, levels, interpolation="lower"))
+            unique = torch.unique(torch.quantile(values, levels, interpolation="lower").to(self.edges.dtype))
             edges[column, : len(unique)] = unique
             edges[column, len(unique) :] = unique[-1]  # zero-width bins: read 0
         self.edges.copy_(edges.to(self.edges)[None, None].expand_as(self.edges))
