@@ -192,22 +192,27 @@ class PropensityModule(L.LightningModule):
                 "saw different folds; expected a new run without ckpt_path"
             )
         if stage == "fit" and self.hparams.select_numeric is not None and not bool(self.numeric_selected):
-            tensors = getattr(self.trainer.datamodule, "tensors", None)
-            if tensors is None:
-                raise AdlabError(
-                    "model.select_numeric ranks columns on the train split of adlab's MarketingDataModule; "
-                    "fit with that data module (or set model.select_numeric=null)"
-                )
-            self.select_numeric_columns(tensors["train"])
+            self.select_numeric_columns(
+                self._train_split("model.select_numeric ranks columns", "set model.select_numeric=null")
+            )
         embedding = self.net.numeric_embedding
         if stage == "fit" and isinstance(embedding, PiecewiseLinearEmbedding) and not bool(embedding.fitted):
-            tensors = getattr(self.trainer.datamodule, "tensors", None)
-            if tensors is None:
-                raise AdlabError(
-                    "model.numeric_embedding=piecewise_linear fits its bins on the train split of adlab's "
-                    "MarketingDataModule; fit with that data module (or choose another numeric_embedding)"
+            self.fit_bins(
+                self._train_split(
+                    "model.numeric_embedding=piecewise_linear fits its bins",
+                    "choose another numeric_embedding",
                 )
-            self.fit_bins(tensors["train"])
+            )
+
+    def _train_split(self, what: str, otherwise: str) -> dict[str, Tensor]:
+        """The train split's tensors of the fitting data module; `what` needs them (else: `otherwise`)."""
+        tensors = getattr(self.trainer.datamodule, "tensors", None)
+        if tensors is None:
+            raise AdlabError(
+                f"{what} on the train split of adlab's MarketingDataModule; fit with that data module "
+                f"(or {otherwise})"
+            )
+        return tensors["train"]
 
     def fit_bins(self, train: dict[str, Tensor]) -> None:
         """Set the piecewise-linear bins from the train split's numeric columns this network reads."""
