@@ -213,6 +213,10 @@ def test_merged_fold_networks_score_exactly_their_mean(embedding):
     categorical, numeric = _batch()
     expected = torch.stack([module(categorical, numeric) for module in folds]).mean(dim=0)
     torch.testing.assert_close(merged(categorical, numeric), expected, atol=1e-5, rtol=1e-5)
+    # its val metrics read the 6 stored out-of-fold scores: a val split of another size is refused
+    merged.check_val_rows(6)
+    with pytest.raises(AdlabError, match="stored out-of-fold scores for 6"):
+        merged.check_val_rows(5)
     # the ensemble cannot be trained further (its members saw different folds)
     merged.trainer = type("Trainer", (), {"datamodule": None})()
     with pytest.raises(AdlabError, match="cross-fitted"):

@@ -16,7 +16,6 @@ import torch
 from torchmetrics.functional.classification import binary_calibration_error
 
 from adlab.calibration import fit_calibrator, log_loss, reliability_bins
-from adlab.errors import AdlabError
 from adlab.metrics.ranking import cumulative_gains, decile_table
 from adlab.utils.artifacts import save_figure, save_table
 
@@ -124,11 +123,8 @@ class PropensityReport(L.Callback):
             # a cross-fitted ensemble trained on its val rows: fit on their out-of-fold scores instead
             # (scores of single fold networks, a little wider than the merged mean the calibrator is applied to)
             out_of_fold = getattr(pl_module, "out_of_fold_logits", None)
-            if out_of_fold is not None and len(out_of_fold) != len(tensors["val"]["target"]):
-                raise AdlabError(
-                    f"ckpt_path: the val split has {len(tensors['val']['target'])} rows, this cross-fitted ensemble "
-                    f"stored out-of-fold scores for {len(out_of_fold)}; expected the data and seed it was trained on"
-                )
+            if out_of_fold is not None:
+                pl_module.check_val_rows(len(tensors["val"]["target"]))
             val_scores = (
                 out_of_fold.detach().cpu().numpy()
                 if out_of_fold is not None

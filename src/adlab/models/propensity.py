@@ -327,16 +327,18 @@ class PropensityModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         trainer = self._trainer
         limited = trainer is not None and (trainer.fast_dev_run or trainer.limit_val_batches != 1.0)
-        if (
-            self.out_of_fold_logits is not None
-            and not limited
-            and self._val_offset != len(self.out_of_fold_logits)
-        ):
+        if not limited:
+            self.check_val_rows(self._val_offset)
+        self._log_metrics("val", self.val_metrics)
+
+    def check_val_rows(self, rows: int) -> None:
+        """A cross-fitted ensemble's val metrics and calibration read its stored out-of-fold scores:
+        refuse a val split of `rows` rows when it stored scores for another number."""
+        if self.out_of_fold_logits is not None and rows != len(self.out_of_fold_logits):
             raise AdlabError(
-                f"ckpt_path: the val split has {self._val_offset} rows, this cross-fitted ensemble stored "
+                f"ckpt_path: the val split has {rows} rows, this cross-fitted ensemble stored "
                 f"out-of-fold scores for {len(self.out_of_fold_logits)}; expected the data and seed it was trained on"
             )
-        self._log_metrics("val", self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
