@@ -247,6 +247,21 @@ def test_cross_fitting_scores_val_out_of_fold_and_tests_the_merged_ensemble(trai
     )
     buyers = pool.tensors["train"]["target"].numpy() == 1
     assert max(np.bincount(pool.fold_of[buyers])) - min(np.bincount(pool.fold_of[buyers])) <= 1
+    # each fold's data module is cut from the pool, and equals a module set up afresh with data.fold=k
+    for fold in range(3):
+        view, fresh = (
+            pool.fold_view(fold),
+            MarketingDataModule(pool.source, split="official", folds=3, fold=fold),
+        )
+        fresh.setup()
+        for stage in ("train", "val", "test"):
+            assert np.array_equal(view.splits[stage], fresh.splits[stage])
+            for name, tensor in fresh.tensors[stage].items():
+                assert torch.equal(view.tensors[stage][name], tensor), (stage, name)
+        assert view.meta == fresh.meta
+        assert json.dumps(view.preprocessing, sort_keys=True) == json.dumps(
+            fresh.preprocessing, sort_keys=True
+        )
     # each fold network was selected on its own fold; their out-of-fold scores make the val metrics
     out_of_fold = torch.zeros(len(pool.pool))
     fold_networks = []

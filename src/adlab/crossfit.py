@@ -24,7 +24,6 @@ from adlab.errors import AdlabError
 from adlab.models.propensity import PropensityModule, merge_cross_fitted
 from adlab.utils.build import (
     build_callbacks,
-    build_datamodule,
     build_model,
     build_trainer,
     checkpoint_callback,
@@ -55,7 +54,8 @@ def fit_folds(
 
     Args:
         cfg: the job config (`data.folds` set, `data.fold` null).
-        pool: the job's data module (the whole pool as train and val).
+        pool: the job's data module, set up (the whole pool as train and val; each fold's data module is
+            cut from it).
         resolved: the job's resolved config (stored, per fold, in the fold checkpoints).
 
     Returns:
@@ -68,7 +68,8 @@ def fit_folds(
     modules, datamodules = [], []
     for fold in range(folds):
         fold_cfg = fold_config(cfg, fold)
-        datamodule = build_datamodule(fold_cfg)
+        # the fold's rows cut from the pool: no second load of the source, no refit of its preprocessing
+        datamodule = pool.fold_view(fold)
         model = build_model(fold_cfg, datamodule.meta)
         if not isinstance(model, PropensityModule):
             raise AdlabError(

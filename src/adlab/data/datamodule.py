@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from adlab.data.loaders import TensorBatchLoader
+from adlab.data.sources.base import BuiltData
 from adlab.data.splits import STAGES, fold_assignment, official_split, random_split
 from adlab.errors import AdlabError
 
@@ -117,21 +118,52 @@ class MarketingDataModule(L.LightningDataModule):
         self.fold_of = fold_assignment(np.asarray(raw.labels)[pool], self.folds, self.seed)
         if self.fold is None:
             return {"train": pool, "val": pool, "test": splits["test"]}, built
+        return self._cut_fold(built, splits["test"])
+
+    def _cut_fold(
+        self, pool_built: BuiltData, test_rows: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], BuiltData]:
+        """This module's fold as val and the other folds as train, cut from the pool's built data."""
         held_out = self.fold_of == self.fold
-        built.tensors = {
+        pool_tensors = pool_built.tensors["train"]
+        tensors = {
             "train": {name: t[torch.from_numpy(~held_out)] for name, t in pool_tensors.items()},
             "val": {name: t[torch.from_numpy(held_out)] for name, t in pool_tensors.items()},
-            "test": built.tensors["test"],
+            "test": pool_built.tensors["test"],
         }
-        fold_splits = {"train": pool[~held_out], "val": pool[held_out], "test": splits["test"]}
+        fold_splits = {"train": self.pool[~held_out], "val": self.pool[held_out], "test": test_rows}
         # what a fold network may know of labels comes from its own train rows (the output bias starts at
         # this rate; positive_weight="balanced" uses it)
-        built.meta = {
-            **built.meta,
-            "positive_rate": float(built.tensors["train"]["target"].float().mean()),
+        meta = {
+            **pool_built.meta,
+            "positive_rate": float(tensors["train"]["target"].float().mean()),
             "rows": {stage: int(len(rows)) for stage, rows in fold_splits.items()},
         }
-        return fold_splits, built
+        return fold_splits, BuiltData(tensors=tensors, meta=meta, state=pool_built.state)
+
+    def fold_view(self, fold: int) -> MarketingDataModule:
+        """The data module of one fold, cut from this pool module (`data.folds` set, `data.fold` null, set
+        up): the same as a new module with `data.fold=fold`, without loading the source again or refitting
+        its preprocessing (the pool's is shared)."""
+        if self.folds is None or self.fold is not None or self.splits is None:
+            raise ValueError("fold_view needs a set-up pool module (folds set, fold None)")
+        view = type(self)(
+            self.source,
+            split=self.split,
+            val_fraction=self.val_fraction,
+            batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            seed=self.seed,
+            drop_last=self.drop_last,
+            resident=self.resident,
+            folds=self.folds,
+            fold=fold,
+        )
+        view.raw, view.pool, view.fold_of = self.raw, self.pool, self.fold_of
+        pool_built = BuiltData(tensors=self.tensors, meta=self.meta, state=self.preprocessing)
+        view.splits, built = view._cut_fold(pool_built, self.splits["test"])
+        view.tensors, view.meta, view.preprocessing = built.tensors, built.meta, built.state
+        return view
 
     def save_splits(self, directory: str | Path) -> Path:
         """Write the row indices of every split to `<directory>/splits.npz`."""
