@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
@@ -191,6 +192,89 @@ def test_piecewise_linear_bins_fit_on_train_and_travel_in_the_checkpoint():
         unfitted = PropensityModule(META, numeric_embedding="piecewise_linear", report=False)
         unfitted.trainer = type("Trainer", (), {"datamodule": None})()
         unfitted.setup("fit")
+
+
+class _Weights(L.Callback):
+    """The raw weights after every training step, and the weights each validation scored."""
+
+    def __init__(self):
+        self.steps, self.validated = [], []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_index):
+        self.steps.append([p.detach().clone() for p in module.net.parameters()])
+
+    def on_validation_epoch_end(self, trainer, module):
+        if not trainer.sanity_checking:
+            self.validated.append((len(self.steps), [p.detach().clone() for p in module.net.parameters()]))
+
+
+def _fit_tiny(tmp_path, name, epochs, ema_decay, ckpt_path=None):
+    """Fit a small PropensityModule (no dropout, unshuffled batches: deterministic) for `epochs` epochs."""
+    generator = torch.Generator().manual_seed(0)
+    categorical = torch.stack(
+        [torch.randint(0, 5, (96,), generator=generator), torch.randint(0, 3, (96,), generator=generator)], 1
+    )
+    numeric = torch.randn(96, 3, generator=generator)
+    target = (numeric[:, 0] + torch.randn(96, generator=generator) > 1).float()
+    rows = [
+        {"categorical": c, "numeric": x, "target": y}
+        for c, x, y in zip(categorical, numeric, target, strict=True)
+    ]
+    torch.manual_seed(0)
+    model = PropensityModule(
+        META, members=2, hidden_sizes=[8], dropout=0.0, ema_decay=ema_decay, report=False, calibration=None
+    )
+    weights = _Weights()
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(tmp_path / name, save_last=True, save_top_k=0)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        callbacks=[weights, checkpoints],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=1,
+    )
+    loader = torch.utils.data.DataLoader(rows, batch_size=32)
+    trainer.fit(model, loader, loader, ckpt_path=ckpt_path)
+    return model, weights, tmp_path / name / "last.ckpt"
+
+
+def test_weight_average_is_validated_and_checkpointed_while_training_goes_on_from_raw_weights(tmp_path):
+    decay = 0.8
+    model, weights, last = _fit_tiny(tmp_path, "ema", 3, decay)
+    # training is untouched by the average: the raw trajectory equals a fit without it
+    _, plain, _ = _fit_tiny(tmp_path, "plain", 3, None)
+    for step, expected in zip(weights.steps, plain.steps, strict=True):
+        for raw, reference in zip(step, expected, strict=True):
+            torch.testing.assert_close(raw, reference, rtol=0, atol=0)
+    # each validation scored the warmed-up average of the raw weights after every step so far
+    average = [w.clone() for w in weights.steps[0]]
+    validated = dict(weights.validated)
+    assert sorted(validated) == [3, 6, 9]
+    for count, step in enumerate(weights.steps):
+        step_decay = min(decay, (1 + count) / (10 + count))
+        average = [a * step_decay + w * (1 - step_decay) for a, w in zip(average, step, strict=True)]
+        if count + 1 in validated:
+            for got, want in zip(validated[count + 1], average, strict=True):
+                torch.testing.assert_close(got, want)
+            assert not all(torch.equal(a, w) for a, w in zip(average, step, strict=True))
+    # the checkpoint holds the validated average, and the raw weights for resuming
+    checkpoint = torch.load(last, weights_only=False)
+    names = [f"net.{name}" for name, _ in model.net.named_parameters()]
+    for name, want in zip(names, validated[9], strict=True):
+        torch.testing.assert_close(checkpoint["state_dict"][name], want)
+    for raw, want in zip(checkpoint["adlab_raw_weights"], weights.steps[-1], strict=True):
+        torch.testing.assert_close(raw, want, rtol=0, atol=0)
+    # resumed after 2 epochs, a fit goes on from the raw weights and the average: the same as straight through
+    _, _, two = _fit_tiny(tmp_path, "two", 2, decay)
+    _, resumed, _ = _fit_tiny(tmp_path, "resumed", 3, decay, ckpt_path=two)
+    for got, want in zip(resumed.steps[0], weights.steps[6], strict=True):
+        torch.testing.assert_close(got, want)
+    for got, want in zip(resumed.validated[-1][1], validated[9], strict=True):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(AdlabError, match=r"model.ema_decay=1\.0: expected a decay between 0 and 1"):
+        PropensityModule(META, ema_decay=1.0)
 
 
 @pytest.mark.parametrize("embedding", ["periodic", "piecewise_linear"])

@@ -16,6 +16,7 @@ from adlab.errors import AdlabError
 from adlab.features import l1_path_ranking
 from adlab.metrics.binary import PropensityMetrics
 from adlab.nets.mlp import NUMERIC_EMBEDDINGS, PiecewiseLinearEmbedding, TabularMLP
+from adlab.utils.averaging import warmup_ema
 
 CALIBRATIONS = (None, "temperature", "isotonic")
 log = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ class PropensityModule(L.LightningModule):
         frequencies: learned frequencies per numeric column (periodic).
         frequency_sigma: standard deviation of the initial frequencies (periodic).
         bins: quantile bins per numeric column (piecewise_linear).
+        ema_decay: average the network's weights over training steps (an exponential moving average
+            whose decay ramps up to this value, `adlab.utils.averaging.warmup_ema`). Validation scores
+            the average, so early stopping and checkpoint selection choose among averages, and the
+            checkpoints (hence test, calibration and export) hold it; training goes on from the raw
+            weights, which checkpoints keep for resuming. None: no average.
         calibration: post-hoc calibration fitted on val by the marketing report: None, "temperature"
             or "isotonic" (reported as `test/ece_calibrated`; the model's scores are left as they are).
         report: write the marketing report (gains/lift chart, calibration plot, decile table) on test.
@@ -103,6 +109,7 @@ class PropensityModule(L.LightningModule):
         frequencies: int = 8,
         frequency_sigma: float = 0.1,
         bins: int = 8,
+        ema_decay: float | None = None,
         calibration: str | None = "temperature",
         report: bool = True,
         cpu_threads: int | None = 1,
@@ -118,6 +125,8 @@ class PropensityModule(L.LightningModule):
             )
         if numeric_embedding == "piecewise_linear" and bins < 1:
             raise AdlabError(f"model.bins={bins}: expected at least 1 quantile bin per numeric column")
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise AdlabError(f"model.ema_decay={ema_decay}: expected a decay between 0 and 1, or null")
         if calibration not in CALIBRATIONS:
             raise AdlabError(f"model.calibration={calibration!r}: expected one of {CALIBRATIONS}")
         self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
@@ -178,6 +187,12 @@ class PropensityModule(L.LightningModule):
                 persistent=out_of_fold_rows is not None,
             )
         self._val_offset = 0
+        # the weight average (ema_decay) while fitting, and the raw weights it stands in for from each
+        # validation until training resumes
+        self._average_update = warmup_ema(ema_decay) if ema_decay is not None else None
+        self._averaged: list[Tensor] | None = None
+        self._average_updates = 0
+        self._raw: list[Tensor] | None = None
         self.val_metrics = PropensityMetrics(top_fraction)
         self.test_metrics = PropensityMetrics(top_fraction)
         self._train_loss_sum = torch.zeros(())
@@ -283,6 +298,44 @@ class PropensityModule(L.LightningModule):
         self._train_batches += 1
         return loss
 
+    def on_fit_start(self) -> None:
+        if self._averaged is not None:  # restored from a checkpoint: follow the network's device
+            self._averaged = [t.to(self.device) for t in self._averaged]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_index: int) -> None:
+        if self._average_update is None:
+            return
+        current = [p.detach() for p in self.net.parameters()]
+        if self._averaged is None:
+            self._averaged = [p.clone() for p in current]
+        with torch.no_grad():
+            self._average_update(self._averaged, current, self._average_updates)
+        self._average_updates += 1
+
+    def _set_weights(self, weights: Sequence[Tensor]) -> None:
+        with torch.no_grad():
+            for parameter, value in zip(self.net.parameters(), weights, strict=True):
+                parameter.copy_(value)
+
+    def on_train_batch_start(self, batch: Any, batch_index: int) -> None:
+        if self._raw is not None:  # validated with the average: train on from the raw weights
+            self._set_weights(self._raw)
+            self._raw = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._raw is not None:
+            # the state dict holds the validated average; a resumed fit trains on from these
+            checkpoint["adlab_raw_weights"] = [t.detach().cpu() for t in self._raw]
+            checkpoint["adlab_average_updates"] = self._average_updates
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        raw = checkpoint.get("adlab_raw_weights")
+        if raw is not None and self._average_update is not None:
+            state = checkpoint["state_dict"]
+            self._averaged = [state[f"net.{name}"].clone() for name, _ in self.net.named_parameters()]
+            self._raw = [t.clone() for t in raw]
+            self._average_updates = int(checkpoint["adlab_average_updates"])
+
     def on_train_epoch_end(self) -> None:
         if self._train_batches:
             self.log("train/loss", self._train_loss_sum / self._train_batches, sync_dist=True)
@@ -294,6 +347,12 @@ class PropensityModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_offset = 0
+        trainer = self._trainer
+        fitting = trainer is not None and trainer.state.fn == "fit" and not trainer.sanity_checking
+        if fitting and self._averaged is not None and self._raw is None:
+            # validation, and the checkpoints written after it, see the weight average
+            self._raw = [p.detach().clone() for p in self.net.parameters()]
+            self._set_weights(self._averaged)
 
     def validation_step(self, batch: dict[str, Tensor], batch_index: int) -> None:
         if self.out_of_fold_logits is None:
