@@ -4,6 +4,7 @@ CDNOW features, generated web sessions, any CSV, the seeds summary."""
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import subprocess
 import sys
@@ -195,27 +196,30 @@ def test_piecewise_linear_bins_fit_on_train_and_travel_in_the_checkpoint():
 
 
 class _Weights(L.Callback):
-    """The raw weights after every training step, and the weights each validation scored."""
+    """The raw weights after every optimizer step, and the weights each validation scored, by step."""
 
     def __init__(self):
-        self.steps, self.validated = [], []
+        self.steps, self.validated = {}, {}
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_index):
-        self.steps.append([p.detach().clone() for p in module.net.parameters()])
+        if trainer.global_step:  # step 0: no optimizer step yet (gradient accumulation)
+            self.steps[trainer.global_step] = [p.detach().clone() for p in module.net.parameters()]
 
     def on_validation_epoch_end(self, trainer, module):
         if not trainer.sanity_checking:
-            self.validated.append((len(self.steps), [p.detach().clone() for p in module.net.parameters()]))
+            self.validated[trainer.global_step] = [p.detach().clone() for p in module.net.parameters()]
 
 
-def _fit_tiny(tmp_path, name, epochs, ema_decay, ckpt_path=None):
-    """Fit a small PropensityModule (no dropout, unshuffled batches: deterministic) for `epochs` epochs."""
+def _fit_tiny(directory, epochs, ema_decay, ckpt_path=None, **trainer_options):
+    """Fit a small PropensityModule on 4 batches an epoch (no dropout, unshuffled: deterministic), saving
+    a checkpoint after every validation."""
     generator = torch.Generator().manual_seed(0)
     categorical = torch.stack(
-        [torch.randint(0, 5, (96,), generator=generator), torch.randint(0, 3, (96,), generator=generator)], 1
+        [torch.randint(0, 5, (128,), generator=generator), torch.randint(0, 3, (128,), generator=generator)],
+        1,
     )
-    numeric = torch.randn(96, 3, generator=generator)
-    target = (numeric[:, 0] + torch.randn(96, generator=generator) > 1).float()
+    numeric = torch.randn(128, 3, generator=generator)
+    target = (numeric[:, 0] + torch.randn(128, generator=generator) > 1).float()
     rows = [
         {"categorical": c, "numeric": x, "target": y}
         for c, x, y in zip(categorical, numeric, target, strict=True)
@@ -225,7 +229,9 @@ def _fit_tiny(tmp_path, name, epochs, ema_decay, ckpt_path=None):
         META, members=2, hidden_sizes=[8], dropout=0.0, ema_decay=ema_decay, report=False, calibration=None
     )
     weights = _Weights()
-    checkpoints = L.pytorch.callbacks.ModelCheckpoint(tmp_path / name, save_last=True, save_top_k=0)
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(
+        directory, "{step}", monitor="val/auroc", mode="max", save_top_k=-1, save_last=True
+    )
     trainer = L.Trainer(
         max_epochs=epochs,
         callbacks=[weights, checkpoints],
@@ -233,46 +239,58 @@ def _fit_tiny(tmp_path, name, epochs, ema_decay, ckpt_path=None):
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
-        num_sanity_val_steps=1,
+        **trainer_options,
     )
     loader = torch.utils.data.DataLoader(rows, batch_size=32)
     trainer.fit(model, loader, loader, ckpt_path=ckpt_path)
-    return model, weights, tmp_path / name / "last.ckpt"
+    return weights
 
 
-def test_weight_average_is_validated_and_checkpointed_while_training_goes_on_from_raw_weights(tmp_path):
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"val_check_interval": 0.5}, {"accumulate_grad_batches": 2}],
+    ids=["epoch", "half", "accumulate"],
+)
+def test_weight_average_is_validated_and_checkpointed_while_training_goes_on_from_raw_weights(
+    tmp_path, options
+):
     decay = 0.8
-    model, weights, last = _fit_tiny(tmp_path, "ema", 3, decay)
+    weights = _fit_tiny(tmp_path / "ema", 3, decay, **options)
     # training is untouched by the average: the raw trajectory equals a fit without it
-    _, plain, _ = _fit_tiny(tmp_path, "plain", 3, None)
-    for step, expected in zip(weights.steps, plain.steps, strict=True):
-        for raw, reference in zip(step, expected, strict=True):
+    plain = _fit_tiny(tmp_path / "plain", 3, None, **options)
+    assert sorted(weights.steps) == sorted(plain.steps)
+    for step, expected in plain.steps.items():
+        for raw, reference in zip(weights.steps[step], expected, strict=True):
             torch.testing.assert_close(raw, reference, rtol=0, atol=0)
-    # each validation scored the warmed-up average of the raw weights after every step so far
-    average = [w.clone() for w in weights.steps[0]]
-    validated = dict(weights.validated)
-    assert sorted(validated) == [3, 6, 9]
-    for count, step in enumerate(weights.steps):
+    # each validation scored the warmed-up average of the raw weights after every optimizer step so far,
+    # and the checkpoint written after it holds that average, with the raw weights beside it
+    average = None
+    for count, step in enumerate(sorted(weights.steps)):
+        raw = weights.steps[step]
         step_decay = min(decay, (1 + count) / (10 + count))
-        average = [a * step_decay + w * (1 - step_decay) for a, w in zip(average, step, strict=True)]
-        if count + 1 in validated:
-            for got, want in zip(validated[count + 1], average, strict=True):
+        average = [w.clone() for w in raw] if average is None else average
+        average = [a * step_decay + w * (1 - step_decay) for a, w in zip(average, raw, strict=True)]
+        if step in weights.validated:
+            for got, want in zip(weights.validated[step], average, strict=True):
                 torch.testing.assert_close(got, want)
-            assert not all(torch.equal(a, w) for a, w in zip(average, step, strict=True))
-    # the checkpoint holds the validated average, and the raw weights for resuming
-    checkpoint = torch.load(last, weights_only=False)
-    names = [f"net.{name}" for name, _ in model.net.named_parameters()]
-    for name, want in zip(names, validated[9], strict=True):
-        torch.testing.assert_close(checkpoint["state_dict"][name], want)
-    for raw, want in zip(checkpoint["adlab_raw_weights"], weights.steps[-1], strict=True):
-        torch.testing.assert_close(raw, want, rtol=0, atol=0)
+            assert not all(torch.equal(a, w) for a, w in zip(average, raw, strict=True))
+            checkpoint = torch.load(tmp_path / "ema" / f"step={step}.ckpt", weights_only=False)
+            saved = [value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")]
+            for got, want in zip(saved, average, strict=True):
+                torch.testing.assert_close(got, want)
+            for got, want in zip(checkpoint["adlab_weight_average"]["raw"], raw, strict=True):
+                torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert len(weights.validated) == (6 if options.get("val_check_interval") else 3)
     # resumed after 2 epochs, a fit goes on from the raw weights and the average: the same as straight through
-    _, _, two = _fit_tiny(tmp_path, "two", 2, decay)
-    _, resumed, _ = _fit_tiny(tmp_path, "resumed", 3, decay, ckpt_path=two)
-    for got, want in zip(resumed.steps[0], weights.steps[6], strict=True):
+    two = _fit_tiny(tmp_path / "two", 2, decay, **options)
+    resumed = _fit_tiny(tmp_path / "resumed", 3, decay, ckpt_path=tmp_path / "two" / "last.ckpt", **options)
+    for step in resumed.steps:
+        for got, want in zip(resumed.steps[step], weights.steps[step], strict=True):
+            torch.testing.assert_close(got, want)
+    final = max(weights.validated)
+    for got, want in zip(resumed.validated[final], weights.validated[final], strict=True):
         torch.testing.assert_close(got, want)
-    for got, want in zip(resumed.validated[-1][1], validated[9], strict=True):
-        torch.testing.assert_close(got, want)
+    assert set(two.steps) < set(weights.steps)
     with pytest.raises(AdlabError, match=r"model.ema_decay=1\.0: expected a decay between 0 and 1"):
         PropensityModule(META, ema_decay=1.0)
 
@@ -314,6 +332,7 @@ def test_cross_fitting_scores_val_out_of_fold_and_tests_the_merged_ensemble(trai
         "model.select_numeric=3",
         "data.folds=3",
         "model.numeric_embedding=piecewise_linear",
+        "model.ema_decay=0.9",
     ]
     metrics = train(train_config(overrides))
     run = tmp_path / "run"
@@ -343,6 +362,9 @@ def test_cross_fitting_scores_val_out_of_fold_and_tests_the_merged_ensemble(trai
             for name, tensor in fresh.tensors[stage].items():
                 assert torch.equal(view.tensors[stage][name], tensor), (stage, name)
         assert view.meta == fresh.meta
+        for name in inspect.signature(MarketingDataModule).parameters:
+            if name not in ("source", "fold"):
+                assert getattr(view, name) == getattr(pool, name), name
         assert json.dumps(view.preprocessing, sort_keys=True) == json.dumps(
             fresh.preprocessing, sort_keys=True
         )

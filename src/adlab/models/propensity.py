@@ -73,8 +73,9 @@ class PropensityModule(L.LightningModule):
         ema_decay: average the network's weights over training steps (an exponential moving average
             whose decay ramps up to this value, `adlab.utils.averaging.warmup_ema`). Validation scores
             the average, so early stopping and checkpoint selection choose among averages, and the
-            checkpoints (hence test, calibration and export) hold it; training goes on from the raw
-            weights, which checkpoints keep for resuming. None: no average.
+            checkpoints written after validation (hence test, calibration and export) hold it; training
+            goes on from the raw weights. Checkpoints keep the average and the raw weights, so a resumed
+            fit goes on with both. Updated once per optimizer step. None: no average.
         calibration: post-hoc calibration fitted on val by the marketing report: None, "temperature"
             or "isotonic" (reported as `test/ece_calibrated`; the model's scores are left as they are).
         report: write the marketing report (gains/lift chart, calibration plot, decile table) on test.
@@ -192,6 +193,7 @@ class PropensityModule(L.LightningModule):
         self._average_update = warmup_ema(ema_decay) if ema_decay is not None else None
         self._averaged: list[Tensor] | None = None
         self._average_updates = 0
+        self._average_step: int | None = None
         self._raw: list[Tensor] | None = None
         self.val_metrics = PropensityMetrics(top_fraction)
         self.test_metrics = PropensityMetrics(top_fraction)
@@ -298,16 +300,18 @@ class PropensityModule(L.LightningModule):
         self._train_batches += 1
         return loss
 
-    def on_fit_start(self) -> None:
-        if self._averaged is not None:  # restored from a checkpoint: follow the network's device
-            self._averaged = [t.to(self.device) for t in self._averaged]
+    def on_train_start(self) -> None:
+        self._average_step = self.trainer.global_step
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_index: int) -> None:
-        if self._average_update is None:
-            return
+        if self._average_update is None or self.trainer.global_step == self._average_step:
+            return  # no average, or no optimizer step on this batch (gradient accumulation)
+        self._average_step = self.trainer.global_step
         current = [p.detach() for p in self.net.parameters()]
         if self._averaged is None:
             self._averaged = [p.clone() for p in current]
+        elif self._averaged[0].device != current[0].device:  # restored from a checkpoint
+            self._averaged = [t.to(current[0].device) for t in self._averaged]
         with torch.no_grad():
             self._average_update(self._averaged, current, self._average_updates)
         self._average_updates += 1
@@ -323,18 +327,26 @@ class PropensityModule(L.LightningModule):
             self._raw = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._raw is not None:
-            # the state dict holds the validated average; a resumed fit trains on from these
-            checkpoint["adlab_raw_weights"] = [t.detach().cpu() for t in self._raw]
-            checkpoint["adlab_average_updates"] = self._average_updates
+        if self._averaged is None:
+            return
+        # a checkpoint written after validation holds the average in its state dict and the raw weights
+        # here; any other holds the raw weights there; a resumed fit goes on with both
+        checkpoint["adlab_weight_average"] = {
+            "weights": [t.detach().cpu() for t in self._averaged],
+            "updates": self._average_updates,
+            "raw": [t.detach().cpu() for t in self._raw] if self._raw is not None else None,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        raw = checkpoint.get("adlab_raw_weights")
-        if raw is not None and self._average_update is not None:
-            state = checkpoint["state_dict"]
-            self._averaged = [state[f"net.{name}"].clone() for name, _ in self.net.named_parameters()]
-            self._raw = [t.clone() for t in raw]
-            self._average_updates = int(checkpoint["adlab_average_updates"])
+        average = checkpoint.get("adlab_weight_average")
+        trainer = self._trainer
+        if average is None or trainer is None or trainer.state.fn != "fit":
+            return  # evaluated, tested or exported: the state dict's weights are the ones to score
+        # resuming a fit: training goes on from the raw weights (with or without ema_decay now)
+        self._raw = [t.clone() for t in average["raw"]] if average["raw"] is not None else None
+        if self._average_update is not None:
+            self._averaged = [t.clone() for t in average["weights"]]
+            self._average_updates = int(average["updates"])
 
     def on_train_epoch_end(self) -> None:
         if self._train_batches:
