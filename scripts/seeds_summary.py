@@ -5,7 +5,8 @@
 
 Reads `<dir>/*/metrics.json` (and each job's seed from `.hydra/config.yaml`), prints one row per
 metric for the model and each baseline (std is the sample standard deviation, n - 1), then the
-per-seed values of `--metric`.
+per-seed values of `--metric`. Jobs that differ in more than the seed (a multirun such as
+`seed=1,2,3,4,5 model.ema_decay=0.95,0.99`, read from `.hydra/overrides.yaml`) get one table each.
 """
 
 from __future__ import annotations
@@ -18,14 +19,26 @@ from pathlib import Path
 import yaml
 
 
-def load_runs(directory: Path) -> list[tuple[str, dict[str, float]]]:
-    """(seed or job folder name, metrics) of every finished job under `directory`, in seed order."""
+def load_settings(directory: Path) -> list[tuple[str, str, dict[str, float]]]:
+    """(setting, seed or job folder name, metrics) of every finished job under `directory`, in setting
+    then seed order; the setting is the job's command-line overrides other than the seed."""
     runs = []
     for path in sorted(directory.glob("*/metrics.json")):
-        config = path.parent / ".hydra" / "config.yaml"
-        seed = yaml.safe_load(config.read_text()).get("seed") if config.is_file() else None
-        runs.append((str(seed) if seed is not None else path.parent.name, json.loads(path.read_text())))
-    return sorted(runs, key=lambda run: (len(run[0]), run[0]))
+        hydra = path.parent / ".hydra"
+        config = (
+            yaml.safe_load((hydra / "config.yaml").read_text()) if (hydra / "config.yaml").is_file() else {}
+        )
+        overrides = (
+            yaml.safe_load((hydra / "overrides.yaml").read_text())
+            if (hydra / "overrides.yaml").is_file()
+            else []
+        )
+        setting = " ".join(o for o in overrides or [] if not o.lstrip("+~").startswith("seed="))
+        seed = (config or {}).get("seed")
+        runs.append(
+            (setting, str(seed) if seed is not None else path.parent.name, json.loads(path.read_text()))
+        )
+    return sorted(runs, key=lambda run: (run[0], len(run[1]), run[1]))
 
 
 def summarise(
@@ -57,9 +70,20 @@ def main() -> None:
     parser.add_argument("--metric", default="top20_hits", help="metric listed per seed")
     parser.add_argument("--stage", default="test", choices=("val", "test"))
     args = parser.parse_args()
-    runs = load_runs(args.directory)
+    runs = load_settings(args.directory)
     if not runs:
         raise SystemExit(f"{args.directory}: no */metrics.json found")
+    settings = list(dict.fromkeys(setting for setting, _, _ in runs))
+    for setting in settings:
+        if len(settings) > 1:
+            print(f"== {setting or '(no overrides)'}")
+        print_table([(seed, metrics) for s, seed, metrics in runs if s == setting], args)
+        if len(settings) > 1:
+            print()
+
+
+def print_table(runs: list[tuple[str, dict[str, float]]], args: argparse.Namespace) -> None:
+    """The mean ± std table of `runs` (one setting), then `args.metric` per seed."""
     table = summarise(runs, args.stage)
     scorers = ["model", *sorted(s for s in table if s != "model")]
     names = sorted({name for scorer in table.values() for name in scorer})

@@ -583,3 +583,20 @@ def test_seeds_summary_prints_mean_and_std(tmp_path):
     ).stdout
     assert "110 ± 10" in output and "111 ± 10" in output
     assert "seed 3: model=120  logreg=121" in output
+    assert "==" not in output  # one setting: one table
+    # a multirun over a second setting: one table per setting, each over its own seeds
+    for seed, hits in ((1, 90.0), (2, 94.0)):
+        job = tmp_path / str(seed + 2)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
+        (job / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- model.ema_decay=0.95\n")
+        (job / "metrics.json").write_text(json.dumps({"test/top20_hits": hits}))
+    output = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "seeds_summary.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    plain, averaged = output.split("== model.ema_decay=0.95")
+    assert "== (no overrides)" in plain and "3 runs" in plain and "110 ± 10" in plain
+    assert "2 runs" in averaged and "92 ± 2.8" in averaged and "seed 2: model=94" in averaged
