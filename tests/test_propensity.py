@@ -212,7 +212,7 @@ class _Weights(L.Callback):
 
 def _fit_tiny(directory, epochs, ema_decay, ckpt_path=None, **trainer_options):
     """Fit a small PropensityModule on 4 batches an epoch (no dropout, unshuffled: deterministic), saving
-    a checkpoint after every validation."""
+    a checkpoint after every validation and one after every optimizer step (under `steps/`)."""
     generator = torch.Generator().manual_seed(0)
     categorical = torch.stack(
         [torch.randint(0, 5, (128,), generator=generator), torch.randint(0, 3, (128,), generator=generator)],
@@ -232,9 +232,12 @@ def _fit_tiny(directory, epochs, ema_decay, ckpt_path=None, **trainer_options):
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
         directory, "{step}", monitor="val/auroc", mode="max", save_top_k=-1, save_last=True
     )
+    every_step = L.pytorch.callbacks.ModelCheckpoint(
+        directory / "steps", "{step}", every_n_train_steps=1, save_top_k=-1
+    )
     trainer = L.Trainer(
         max_epochs=epochs,
-        callbacks=[weights, checkpoints],
+        callbacks=[weights, checkpoints, every_step],
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -270,6 +273,11 @@ def test_weight_average_is_validated_and_checkpointed_while_training_goes_on_fro
         step_decay = min(decay, (1 + count) / (10 + count))
         average = [w.clone() for w in raw] if average is None else average
         average = [a * step_decay + w * (1 - step_decay) for a, w in zip(average, raw, strict=True)]
+        # a checkpoint written at this step holds the average with this step's update in it
+        saved = torch.load(tmp_path / "ema" / "steps" / f"step={step}.ckpt", weights_only=False)
+        assert saved["adlab_weight_average"]["updates"] == count + 1
+        for got, want in zip(saved["adlab_weight_average"]["weights"], average, strict=True):
+            torch.testing.assert_close(got, want)
         if step in weights.validated:
             for got, want in zip(weights.validated[step], average, strict=True):
                 torch.testing.assert_close(got, want)

@@ -193,7 +193,6 @@ class PropensityModule(L.LightningModule):
         self._average_update = warmup_ema(ema_decay) if ema_decay is not None else None
         self._averaged: list[Tensor] | None = None
         self._average_updates = 0
-        self._average_step: int | None = None
         self._raw: list[Tensor] | None = None
         self.val_metrics = PropensityMetrics(top_fraction)
         self.test_metrics = PropensityMetrics(top_fraction)
@@ -300,13 +299,14 @@ class PropensityModule(L.LightningModule):
         self._train_batches += 1
         return loss
 
-    def on_train_start(self) -> None:
-        self._average_step = self.trainer.global_step
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_index: int) -> None:
-        if self._average_update is None or self.trainer.global_step == self._average_step:
-            return  # no average, or no optimizer step on this batch (gradient accumulation)
-        self._average_step = self.trainer.global_step
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        # called once per optimizer step (not on gradient-accumulation batches), before any checkpoint of
+        # this step is written
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self._average_update is None:
+            return
         current = [p.detach() for p in self.net.parameters()]
         if self._averaged is None:
             self._averaged = [p.clone() for p in current]
