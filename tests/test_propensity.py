@@ -573,38 +573,36 @@ def test_propensity_csv_with_a_yes_no_target(tmp_path):
     assert flipped["baseline/logreg/test/auroc"] > 0.6
 
 
+def _write_job(job: Path, seed: int, metrics: dict[str, float], overrides: list[str] | None = None) -> None:
+    """A multirun job folder as Hydra and adlab-train leave it."""
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
+    if overrides is not None:
+        (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _seeds_summary(directory: Path) -> str:
+    command = [sys.executable, str(ROOT / "scripts" / "seeds_summary.py"), str(directory)]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
 def test_seeds_summary_prints_mean_and_std(tmp_path):
     for seed, hits in ((1, 100.0), (2, 110.0), (3, 120.0)):
-        job = tmp_path / str(seed - 1)
-        (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
-        (job / "metrics.json").write_text(
-            json.dumps(
-                {"test/top20_hits": hits, "baseline/logreg/test/top20_hits": hits + 1, "val/auroc": 0.7}
-            )
-        )
-    output = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "seeds_summary.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+        metrics = {"test/top20_hits": hits, "baseline/logreg/test/top20_hits": hits + 1, "val/auroc": 0.7}
+        _write_job(tmp_path / str(seed - 1), seed, metrics)
+    output = _seeds_summary(tmp_path)
     assert "110 ± 10" in output and "111 ± 10" in output
     assert "seed 3: model=120  logreg=121" in output
     assert "==" not in output  # one setting: one table
     # a multirun over a second setting: one table per setting, each over its own seeds
     for seed, hits in ((1, 90.0), (2, 94.0)):
-        job = tmp_path / str(seed + 2)
-        (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
-        (job / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- model.ema_decay=0.95\n")
-        (job / "metrics.json").write_text(json.dumps({"test/top20_hits": hits}))
-    output = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "seeds_summary.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    plain, averaged = output.split("== model.ema_decay=0.95")
+        _write_job(
+            tmp_path / str(seed + 2),
+            seed,
+            {"test/top20_hits": hits},
+            [f"seed={seed}", "model.ema_decay=0.95"],
+        )
+    plain, averaged = _seeds_summary(tmp_path).split("== model.ema_decay=0.95")
     assert "== (no overrides)" in plain and "3 runs" in plain and "110 ± 10" in plain
     assert "2 runs" in averaged and "92 ± 2.8" in averaged and "seed 2: model=94" in averaged
