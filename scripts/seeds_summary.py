@@ -15,8 +15,14 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+
+def _read_yaml(path: Path) -> Any:
+    """The content of a YAML file, None when there is no such file."""
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
 def load_settings(directory: Path) -> list[tuple[str, str, dict[str, float]]]:
@@ -25,16 +31,10 @@ def load_settings(directory: Path) -> list[tuple[str, str, dict[str, float]]]:
     runs = []
     for path in sorted(directory.glob("*/metrics.json")):
         hydra = path.parent / ".hydra"
-        config = (
-            yaml.safe_load((hydra / "config.yaml").read_text()) if (hydra / "config.yaml").is_file() else {}
-        )
-        overrides = (
-            yaml.safe_load((hydra / "overrides.yaml").read_text())
-            if (hydra / "overrides.yaml").is_file()
-            else []
-        )
-        setting = " ".join(o for o in overrides or [] if not o.lstrip("+~").startswith("seed="))
-        seed = (config or {}).get("seed")
+        config = _read_yaml(hydra / "config.yaml") or {}
+        overrides = _read_yaml(hydra / "overrides.yaml") or []
+        setting = " ".join(o for o in overrides if not o.lstrip("+~").startswith("seed="))
+        seed = config.get("seed")
         runs.append(
             (setting, str(seed) if seed is not None else path.parent.name, json.loads(path.read_text()))
         )

@@ -64,7 +64,6 @@ def fit_folds(
     """
     folds = int(cfg.data.folds)
     out_of_fold = torch.zeros(len(pool.pool))
-    out_of_fold_targets = torch.zeros(len(pool.pool))
     modules, datamodules = [], []
     for fold in range(folds):
         fold_cfg = fold_config(cfg, fold)
@@ -97,14 +96,14 @@ def fit_folds(
             model.load_state_dict(state)
         held_out = torch.from_numpy(datamodule.fold_of == fold)
         out_of_fold[held_out] = torch.from_numpy(score_split(model, datamodule.tensors["val"]))
-        out_of_fold_targets[held_out] = datamodule.tensors["val"]["target"].float()
         if callback is not None:
             log.info(
                 "fold %d/%d: best %s = %s", fold + 1, folds, cfg.get("monitor"), callback.best_model_score
             )
         modules.append(model.cpu())
         datamodules.append(datamodule)
-    merged = merge_cross_fitted(modules, out_of_fold, out_of_fold_targets)
+    # the pool module serves the pool rows in order as val: the targets of the out-of-fold scores
+    merged = merge_cross_fitted(modules, out_of_fold, pool.tensors["val"]["target"].float())
     merged_resolved = copy.deepcopy(resolved)
     model_cfg = merged_resolved.setdefault("model", {})
     model_cfg.update(
