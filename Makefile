@@ -9,7 +9,7 @@ STAMP := $(VENV)/.adlab-installed
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean peers
 
 install: $(STAMP)
 
@@ -34,6 +34,19 @@ lint: install
 
 bench: install
 	$(BIN)/python scripts/bench_harness.py
+
+# peer libraries, kept out of adlab's dependencies, for side-by-side baselines in a venv of their own:
+# pymc-marketing (BG/NBD + Gamma-Gamma of the value family); run e.g. .venv-peers/bin/adlab-train ...
+PEERS_VENV ?= .venv-peers
+PEERS ?= pymc-marketing
+peers: $(PEERS_VENV)/.adlab-peers-installed
+
+$(PEERS_VENV)/.adlab-peers-installed: pyproject.toml
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q $(TORCH)
+	$(PEERS_VENV)/bin/python -m pip install -q -e ".[dev,sweeps]" $(PEERS)
+	touch $@
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -29,10 +29,10 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
-from adlab.generate import load_model  # noqa: E402
-from adlab.text.decoding import DecodingOptions, sample_copy  # noqa: E402
+from adlab.families.copywriting.decoding import DecodingOptions, sample_copy  # noqa: E402
+from adlab.harness.checkpoints import load_module  # noqa: E402
+from adlab.harness.configs import config_dir, register_resolvers  # noqa: E402
 from adlab.train import train  # noqa: E402
-from adlab.utils.configs import config_dir, register_resolvers  # noqa: E402
 
 VAL_EVERY_STEPS = 50
 GENERATION_KEYS = (
@@ -83,7 +83,7 @@ def generation_speed(
     checkpoint: Path, prompts: int, max_chars: int, use_cache: bool, repeats: int = 2
 ) -> float:
     """Tokens sampled per second on CPU for `prompts` texts of up to `max_chars` characters (best of repeats)."""
-    model = load_model(str(checkpoint), "cpu")
+    model = load_module(checkpoint, "cpu")
     rng = np.random.default_rng(0)
     batch = [model._prompt(ids, None) for ids in model.condition_ids({}, prompts, rng)]
     options = DecodingOptions(max_chars=max_chars, use_cache=use_cache)

@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 from adlab.train import train  # noqa: E402
-from adlab.utils.configs import compose  # noqa: E402
+from adlab.harness.configs import compose  # noqa: E402
 
 PRESETS = {"dcgan": "creative_dcgan", "improved": "creative_sngan"}
 QUIET = ["extras.print_config=false", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"]

@@ -26,8 +26,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from adlab.data.synthetic import write_coil_like  # noqa: E402
+from adlab.harness.configs import compose  # noqa: E402
 from adlab.train import train  # noqa: E402
-from adlab.utils.configs import compose  # noqa: E402
 
 
 def make_table(folder: Path, rows: int, seed: int = 0) -> Path:
@@ -43,13 +43,13 @@ def harness_epochs(data_dir: Path, output_dir: Path, batch_size: int, epochs: in
     overrides = [
         "experiment=propensity_coil",
         # one network's epochs (not the preset's five cross-fitted folds)
-        "data.folds=null",
+        "fit=plain",
         f"paths.data_dir={data_dir}",
         f"paths.log_dir={output_dir.parent}",
         f"data.batch_size={batch_size}",
         f"trainer.max_epochs={epochs}",
         "callbacks.early_stopping=null",
-        "+callbacks.epoch_timer._target_=adlab.callbacks.timing.EpochTimer",
+        "+callbacks.epoch_timer._target_=adlab.harness.callbacks.EpochTimer",
         "baselines=none",
         "extras.print_config=false",
     ]

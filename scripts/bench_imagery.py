@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from adlab.train import train  # noqa: E402
-from adlab.utils.configs import compose  # noqa: E402
+from adlab.harness.configs import compose  # noqa: E402
 
 # name -> (experiment, extra overrides, goal: (metric threshold, wall-time limit in seconds or None))
 PRESETS: dict[str, tuple[str, list[str], tuple[float, float | None]]] = {
@@ -54,7 +54,7 @@ def run_preset(name: str, data_dir: Path, output_dir: Path, extra: list[str]) ->
     harness = [
         f"paths.data_dir={data_dir}",
         "extras.print_config=false",
-        "+callbacks.epoch_timer._target_=adlab.callbacks.timing.EpochTimer",
+        "+callbacks.epoch_timer._target_=adlab.harness.callbacks.EpochTimer",
     ]
     cfg = compose("train", [*overrides, *harness], output_dir)
     load_before = os.getloadavg()[0]

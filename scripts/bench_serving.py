@@ -63,9 +63,10 @@ def train_model(work: Path, experiment: str) -> Path:
     return run / "checkpoints" / "best.ckpt"
 
 
-def held_out_rows(checkpoint: dict[str, Any], names: list[str], path: str | None = None) -> pd.DataFrame:
-    """The raw feature values of the data's official test rows (never seen in training)."""
-    source = checkpoint["adlab_config"]["data"]["source"]
+def held_out_rows(config: dict[str, Any], names: list[str], path: str | None = None) -> pd.DataFrame:
+    """The raw feature values of the data's official test rows (never seen in training); `config` is the
+    training job's (`StoredRun.config`)."""
+    source = config["data"]["source"]
     frame = pd.read_parquet(path or source["path"])
     if source.get("split_column"):
         frame = frame[frame[source["split_column"]] == "test"]
@@ -95,14 +96,14 @@ def time_calls(function: Any, inputs: list[Any], iterations: int, warmup: int = 
 def in_process(ckpt: Path, package: Path, records: list[dict[str, Any]], iterations: int) -> dict[str, float]:
     import torch
 
-    from adlab.checkpoints import load_checkpoint
-    from adlab.export import export_spec
-    from adlab.generate import load_model
+    from adlab.harness.checkpoints import StoredRun, load_module
+    from adlab.harness.exporting import export_spec
     from adlab.serving.scorer import load_scorer
 
     torch.set_num_threads(1)
     scorer = load_scorer(package, threads=1)
-    graph = export_spec(load_model(str(ckpt)), load_checkpoint(ckpt)).graph
+    stored = StoredRun.read(ckpt)
+    graph = export_spec(load_module(stored), stored).graph
     schema = scorer.schema
     categorical = np.zeros((1, len(schema.categorical)), dtype=np.int64)
     numeric = np.zeros((1, len(schema.numeric)), dtype=np.float32)
@@ -315,8 +316,8 @@ def main() -> None:
     parser.add_argument("--work-dir", help="where the model, package and files go (default: a temporary dir)")
     args = parser.parse_args()
 
-    from adlab.checkpoints import load_checkpoint
     from adlab.export import export_checkpoint
+    from adlab.harness.checkpoints import StoredRun
     from adlab.serving.schema import TabularSchema
 
     with tempfile.TemporaryDirectory(prefix="adlab-bench-") as temporary:
@@ -326,9 +327,8 @@ def main() -> None:
         started = time.perf_counter()
         ckpt = Path(args.ckpt) if args.ckpt else train_model(work, args.experiment)
         package = export_checkpoint(ckpt, "onnx", work / "package")
-        checkpoint = load_checkpoint(ckpt)
         schema = TabularSchema(json.loads((package / "preprocessing.json").read_text()))
-        frame = held_out_rows(checkpoint, schema.names, args.data)
+        frame = held_out_rows(StoredRun.read(ckpt).config, schema.names, args.data)
         records = frame.to_dict("records")
         results: dict[str, Any] = {
             "model_version": json.loads((package / "metadata.json").read_text())["model_version"]

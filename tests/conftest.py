@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from adlab.data.synthetic import write_coil_like  # noqa: E402
-from adlab.utils.configs import compose  # noqa: E402
+from tests.helpers import TINY, compose_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -25,12 +25,6 @@ def coil_data_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose a config as the CLI would (see `adlab.utils.configs.compose`)."""
-    return compose(config_name, overrides, output_dir)
-
-
-TINY = ["trainer.max_epochs=2", "extras.print_config=false", "callbacks.progress_bar=null"]
 
 
 @pytest.fixture
@@ -66,14 +60,3 @@ def wandb_media(monkeypatch):
     monkeypatch.setattr(WandbLogger, "log_image", image)
     monkeypatch.setattr(WandbLogger, "log_table", table)
     return keys
-
-
-def run_module(module: str, *args: str, timeout: int = 600):
-    """Run `python -m <module> <args>` as a user would, offline; returns the CompletedProcess."""
-    import subprocess
-    import sys
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=timeout
-    )

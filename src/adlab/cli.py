@@ -14,8 +14,11 @@ from adlab.errors import AdlabError
 
 EXIT_USER_ERROR = 2
 # Hydra flags that take a value, and flags after which no config of ours is composed
-VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--experimental-rerun"}
-SKIP_CHECK_FLAGS = {"-h", "--help", "--hydra-help", "-i", "-cp", "-cn", "-cd", "--experimental-rerun"}
+VALUE_FLAGS = {"--cfg", "-c", "--package", "-p"}
+SKIP_CHECK_FLAGS = {"-h", "--help", "--hydra-help", "-i", "-cp", "-cn", "-cd"}
+# Hydra's rerun flag unpickles the file it names (code from a file would run); argparse also takes any
+# unambiguous prefix of it (`--exp`)
+RERUN_FLAG = "--experimental-rerun"
 
 
 def fail(message: str) -> None:
@@ -64,8 +67,15 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from adlab.utils.configs import config_dir, register_resolvers
+    from adlab.harness.configs import config_dir, register_resolvers
 
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if len(flag) > 2 and RERUN_FLAG.startswith(flag):
+            fail(
+                f"{arg}: refused: Hydra's rerun unpickles the file it is given, which runs code from it; "
+                "rerun with the overrides saved in <run dir>/.hydra/overrides.yaml instead"
+            )
     if any(arg in SKIP_CHECK_FLAGS or arg.startswith(("--config-", "--info")) for arg in argv):
         return  # help, info and another config: Hydra handles these itself
     overrides, skip_next = [], False

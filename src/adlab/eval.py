@@ -10,18 +10,19 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from adlab.checkpoints import load_checkpoint
 from adlab.cli import check_overrides, report_user_errors
-from adlab.utils.build import build_datamodule, build_loggers, build_model, build_trainer, finish_wandb
-from adlab.utils.configs import config_dir, register_resolvers
-from adlab.utils.io import write_metrics
-from adlab.utils.report import maybe_print_config, print_metrics_table
+from adlab.harness.build import build_datamodule, build_loggers, build_model, build_trainer, finish_wandb
+from adlab.harness.checkpoints import SAFE_LOAD, StoredRun
+from adlab.harness.configs import config_dir, register_resolvers
+from adlab.harness.fit import build_fit
+from adlab.harness.io import write_metrics
+from adlab.harness.report import maybe_print_config, print_metrics_table
 
 
-def stored_job_config(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig:
-    """The training job's data/model/seed from the checkpoint, with this job's trainer, logger and paths."""
-    stored = OmegaConf.create(checkpoint["adlab_config"])
-    job = OmegaConf.create({key: stored[key] for key in ("data", "model", "seed") if key in stored})
+def stored_job_config(cfg: DictConfig, run: StoredRun) -> DictConfig:
+    """The training job's data/model/fit/seed from the checkpoint, with this job's trainer, logger and paths."""
+    stored = run.job_config()
+    job = OmegaConf.create({key: stored[key] for key in ("data", "model", "fit", "seed") if key in stored})
     job = OmegaConf.merge(
         job, {k: cfg[k] for k in ("trainer", "paths", "logger", "tags", "task_name", "experiment_name")}
     )
@@ -33,10 +34,11 @@ def stored_job_config(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test `cfg.ckpt_path` on the split it was trained with; return and write its metrics."""
-    checkpoint = load_checkpoint(cfg.get("ckpt_path"))
-    job = stored_job_config(cfg, checkpoint)
+    # read without running code from the file; Lightning then reloads it with weights_only too (SAFE_LOAD)
+    job = stored_job_config(cfg, StoredRun.read(cfg.get("ckpt_path")))
     L.seed_everything(job.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(job)
+    # the fit strategy chooses the rows (a cross-fitted ensemble is validated on its pool)
+    datamodule = build_datamodule(job, build_fit(job, check=False))
     model = build_model(job, datamodule.meta)
     loggers = build_loggers(job, job_type="eval")
     try:
@@ -46,10 +48,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         if cfg.get("validate", True):
             for result in trainer.validate(
-                model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False
+                model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False, **SAFE_LOAD
             ):
                 metrics.update(result)
-        for result in trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False):
+        for result in trainer.test(
+            model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, verbose=False, **SAFE_LOAD
+        ):
             metrics.update(result)
         if trainer.is_global_zero:
             write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)

@@ -1,8 +1,9 @@
 """`adlab-generate ckpt_path=... n=...`: sample from a generative checkpoint (ad copy or creatives).
 
 The checkpoint's family decides what is written: its LightningModule implements
-`generate_outputs(options: DictConfig, output_dir: Path) -> Path` and is rebuilt here from the config and
-data meta stored in the checkpoint, without reading the training data.
+`generate_outputs(options: DictConfig, output_dir: Path) -> Path` and is rebuilt from the config and
+data meta stored in the checkpoint (`adlab.harness.checkpoints.load_module`), without reading the training
+data.
 """
 
 from __future__ import annotations
@@ -12,34 +13,17 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from adlab.checkpoints import load_checkpoint
 from adlab.cli import check_overrides, report_user_errors
 from adlab.errors import AdlabError
-from adlab.utils.build import build_model
-from adlab.utils.configs import config_dir, register_resolvers
-
-
-def load_model(ckpt_path: str, device: str = "cpu") -> torch.nn.Module:
-    """Rebuild a LightningModule from an adlab checkpoint (config + data meta + weights), in eval mode."""
-    checkpoint = load_checkpoint(ckpt_path)
-    stored = OmegaConf.create(checkpoint["adlab_config"])
-    meta = (checkpoint.get("adlab_data") or {}).get("meta")
-    if meta is None:
-        raise AdlabError(
-            f"ckpt_path={ckpt_path}: the checkpoint carries no data meta; retrain with this adlab version"
-        )
-    model = build_model(stored, meta)
-    model.load_state_dict(checkpoint["state_dict"])
-    if hasattr(model, "on_load_checkpoint"):
-        model.on_load_checkpoint(checkpoint)
-    return model.to(device).eval()
+from adlab.harness.checkpoints import load_module
+from adlab.harness.configs import config_dir, register_resolvers
 
 
 def generate(cfg: DictConfig) -> Path:
     """Load the checkpoint and let its family write its samples into the run directory."""
-    model = load_model(cfg.ckpt_path, cfg.get("device", "cpu"))
+    model = load_module(cfg.ckpt_path, cfg.get("device", "cpu"))
     if not hasattr(model, "generate_outputs"):
         raise AdlabError(
             f"ckpt_path={cfg.ckpt_path}: a {type(model).__name__} checkpoint cannot generate; expected ad copy or creatives"

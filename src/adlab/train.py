@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -13,38 +12,23 @@ import lightning as L
 from omegaconf import DictConfig
 
 from adlab.cli import check_overrides, report_user_errors
-from adlab.crossfit import cross_fitting, fit_folds, save_ensemble
-from adlab.errors import AdlabError
-from adlab.utils.build import (
+from adlab.harness.build import (
     build_callbacks,
     build_datamodule,
     build_loggers,
     build_model,
     build_trainer,
-    checkpoint_callback,
     finish_wandb,
     git_commit,
     resolved_config,
     save_wandb_run_id,
 )
-from adlab.utils.configs import config_dir, register_resolvers
-from adlab.utils.io import write_metrics
-from adlab.utils.ledger import append_to_ledger
-from adlab.utils.report import print_metrics_table, run_baselines
-
-
-def _selected_checkpoint(trainer: L.Trainer, output_dir: Path) -> str:
-    """The best checkpoint by the monitored val metric, copied into this run's `checkpoints/best.ckpt`."""
-    callback = checkpoint_callback(trainer)
-    best = callback.best_model_path if callback is not None else ""
-    if not best:
-        best = callback.last_model_path if callback is not None else ""
-    target = output_dir / "checkpoints" / "best.ckpt"
-    if best and Path(best).resolve() != target.resolve() and trainer.is_global_zero:
-        # a resumed run may keep the best checkpoint of the run it resumed from
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(best, target)
-    return str(target) if target.exists() else best
+from adlab.harness.checkpoints import SAFE_LOAD, checked_ckpt_path
+from adlab.harness.configs import config_dir, register_resolvers
+from adlab.harness.fit import build_fit
+from adlab.harness.io import write_metrics
+from adlab.harness.ledger import append_to_ledger
+from adlab.harness.report import print_metrics_table, run_baselines
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -52,16 +36,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Keys: `val/<metric>` at the selected checkpoint, `test/<metric>` of that checkpoint,
     `baseline/<name>/<val|test>/<metric>` for every configured baseline, and `time/fit_seconds`.
+    How the model is fitted is the `fit` group's strategy (`adlab.harness.fit`).
     """
-    crossfit = cross_fitting(cfg)
-    if crossfit and (cfg.get("ckpt_path") or not cfg.get("train", True)):
-        raise AdlabError(
-            f"data.folds={cfg.data.folds}: a cross-fitted run trains its K networks from scratch; it cannot "
-            "resume from or test a ckpt_path (test a finished one with adlab-eval ckpt_path=...)"
-        )
+    strategy = build_fit(cfg)
+    checked_ckpt_path(cfg.get("ckpt_path"))  # a user's file is read safely before anything is written
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg, strategy)
     model = build_model(cfg, datamodule.meta)
     resolved = resolved_config(cfg)
     resolved["git_commit"] = git_commit()
@@ -75,31 +56,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             logger.log_hyperparams(resolved)
         metrics: dict[str, Any] = {}
         started = time.perf_counter()
-        fold_datamodules = None
-        if crossfit:
-            # K fold networks merged into one ensemble; its val metrics are their out-of-fold scores
-            model, fold_datamodules, merged = fit_folds(cfg, datamodule, resolved)
-            trainer = build_trainer(cfg, build_callbacks(cfg, merged), loggers)
-        elif cfg.get("train", True):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fitted = strategy.fit(cfg, model, datamodule, trainer, loggers, resolved)
         metrics["time/fit_seconds"] = time.perf_counter() - started
+        model, trainer = fitted.model, fitted.trainer
         if trainer.interrupted:
             return metrics
-        if trainer.fast_dev_run or crossfit:
-            checkpoint = None  # the model in memory (a cross-fitted ensemble is saved after validation)
-        elif cfg.get("train", True):
-            checkpoint = _selected_checkpoint(trainer, output_dir)
-        else:
-            checkpoint = cfg.get("ckpt_path")
-        for result in trainer.validate(model, datamodule=datamodule, ckpt_path=checkpoint, verbose=False):
+        for result in trainer.validate(
+            model, datamodule=datamodule, ckpt_path=fitted.checkpoint, verbose=False, **SAFE_LOAD
+        ):
             metrics.update(result)
-        if crossfit and trainer.is_global_zero:
-            save_ensemble(trainer, output_dir / "checkpoints")
         if cfg.get("test", True):
-            for result in trainer.test(model, datamodule=datamodule, ckpt_path=checkpoint, verbose=False):
+            for result in trainer.test(
+                model, datamodule=datamodule, ckpt_path=fitted.checkpoint, verbose=False, **SAFE_LOAD
+            ):
                 metrics.update(result)
         if trainer.is_global_zero:
-            metrics.update(run_baselines(cfg, datamodule, fold_datamodules))
+            metrics.update(run_baselines(cfg, datamodule, strategy))
             write_metrics(output_dir / "metrics.json", metrics)
             append_to_ledger(cfg, metrics)
             print_metrics_table(metrics)
@@ -111,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from adlab.utils.report import maybe_print_config
+    from adlab.harness.report import maybe_print_config
 
     maybe_print_config(cfg)
     metrics = train(cfg)

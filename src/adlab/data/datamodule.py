@@ -7,11 +7,11 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 
+from adlab.data.features import DataMeta, TrainSplit
 from adlab.data.loaders import TensorBatchLoader
 from adlab.data.sources.base import BuiltData
-from adlab.data.splits import STAGES, fold_assignment, official_split, random_split
+from adlab.data.splits import STAGES, official_split, random_split
 from adlab.errors import AdlabError
 
 
@@ -29,11 +29,10 @@ class MarketingDataModule(L.LightningDataModule):
         drop_last: drop the last short training batch.
         resident: keep each split's tensors on the training device (one copy, no per-batch transfer);
             worth it on a GPU when the data fits in its memory.
-        folds: cross-fitting (tabular sources): the train and val rows together form a pool cut into this
-            many stratified folds (seeded); preprocessing is fitted once on the whole pool (it reads no
-            labels), so every fold's network sees the same encoding. None: the plain split.
-        fold: with `folds`, which fold is val (the others are train); None serves the whole pool as
-            both train and val (the cross-fitted ensemble's own view, see `adlab.crossfit`).
+
+    After `setup`: `splits` (stage -> sorted row indices of the source's rows), `tensors` (stage -> name ->
+    `(rows, ...)` tensors), `meta` (the source's typed `DataMeta`), `features` (the preprocessing fitted on
+    train, e.g. `TabularFeatures`, or None) and `raw` (what the source loaded).
     """
 
     def __init__(
@@ -46,8 +45,6 @@ class MarketingDataModule(L.LightningDataModule):
         seed: int = 1,
         drop_last: bool = False,
         resident: bool = False,
-        folds: int | None = None,
-        fold: int | None = None,
     ):
         super().__init__()
         self.source = source
@@ -58,19 +55,10 @@ class MarketingDataModule(L.LightningDataModule):
         self.seed = seed
         self.drop_last = drop_last
         self.resident = resident
-        if folds is not None and folds < 2:
-            raise AdlabError(f"data.folds={folds}: expected null or at least 2 folds")
-        if fold is not None and (folds is None or not 0 <= fold < folds):
-            raise AdlabError(f"data.fold={fold}: expected null or 0..data.folds-1 (data.folds={folds})")
-        self.folds = folds
-        self.fold = fold
-        # with folds: each pool row's fold (pool = the sorted train and val rows of the plain split)
-        self.pool: np.ndarray | None = None
-        self.fold_of: np.ndarray | None = None
         self.splits: dict[str, np.ndarray] | None = None
         self.tensors: dict[str, dict[str, Any]] = {}
-        self.meta: dict[str, Any] = {}
-        self.preprocessing: dict[str, Any] = {}
+        self.meta: DataMeta | None = None
+        self.features: Any = None
         self.raw: Any = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -78,76 +66,39 @@ class MarketingDataModule(L.LightningDataModule):
         if self.splits is not None:
             return
         raw = self.source.load()
+        self.setup_rows(raw, self.split_rows(raw))
+
+    def split_rows(self, raw: Any) -> dict[str, np.ndarray]:
+        """The configured split of the source's loaded rows: stage -> sorted row indices."""
         groups = getattr(raw, "groups", None)
-        official = getattr(raw, "official", None)
-        if isinstance(self.split, str):
-            if self.split != "official":
-                raise AdlabError(
-                    f"data.split={self.split!r}: expected 'official' or [train, val, test] fractions"
-                )
-            if official is None:
-                raise AdlabError(
-                    "data.split=official: this source declares no official split; give fractions"
-                )
-            splits = official_split(official, raw.labels, self.val_fraction, self.seed, groups)
-        else:
-            splits = random_split(raw.labels, list(self.split), self.seed, groups)
-        if self.folds is not None:
-            splits, built = self._cross_fit_splits(raw, splits)
-        else:
-            built = self.source.build(raw, splits)
-        self.raw, self.splits = raw, splits
-        self.tensors, self.meta, self.preprocessing = built.tensors, built.meta, built.state
-
-    def _cross_fit_splits(self, raw: Any, splits: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Any]:
-        """Pool train and val, fit preprocessing on the pool, and cut this fold's train/val from it."""
-        pool = np.sort(np.concatenate([splits["train"], splits["val"]]))
-        built = self.source.build(raw, {"train": pool, "val": pool, "test": splits["test"]})
-        pool_tensors = built.tensors["train"]
-        tabular = isinstance(pool_tensors, dict) and {"categorical", "numeric", "target"} <= set(pool_tensors)
-        if (
-            not tabular
-            or len(pool_tensors["target"]) != len(pool)
-            or getattr(raw, "groups", None) is not None
-        ):
+        if not isinstance(self.split, str):
+            return random_split(raw.labels, list(self.split), self.seed, groups)
+        if self.split != "official":
             raise AdlabError(
-                f"data.folds={self.folds}: expected a tabular source with one row per customer "
-                f"({type(self.source).__name__} is not); set data.folds=null"
+                f"data.split={self.split!r}: expected 'official' or [train, val, test] fractions"
             )
-        self.pool = pool
-        self.fold_of = fold_assignment(np.asarray(raw.labels)[pool], self.folds, self.seed)
-        if self.fold is None:
-            return {"train": pool, "val": pool, "test": splits["test"]}, built
-        return self._cut_fold(built, splits["test"])
+        official = getattr(raw, "official", None)
+        if official is None:
+            raise AdlabError("data.split=official: this source declares no official split; give fractions")
+        return official_split(official, raw.labels, self.val_fraction, self.seed, groups)
 
-    def _cut_fold(
-        self, pool_built: BuiltData, test_rows: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], BuiltData]:
-        """This module's fold as val and the other folds as train, cut from the pool's built data."""
-        held_out = self.fold_of == self.fold
-        pool_tensors = pool_built.tensors["train"]
-        tensors = {
-            "train": {name: t[torch.from_numpy(~held_out)] for name, t in pool_tensors.items()},
-            "val": {name: t[torch.from_numpy(held_out)] for name, t in pool_tensors.items()},
-            "test": pool_built.tensors["test"],
-        }
-        fold_splits = {"train": self.pool[~held_out], "val": self.pool[held_out], "test": test_rows}
-        # what a fold network may know of labels comes from its own train rows (the output bias starts at
-        # this rate; positive_weight="balanced" uses it)
-        meta = {
-            **pool_built.meta,
-            "positive_rate": float(tensors["train"]["target"].float().mean()),
-            "rows": {stage: int(len(rows)) for stage, rows in fold_splits.items()},
-        }
-        return fold_splits, BuiltData(tensors=tensors, meta=meta, state=pool_built.state)
+    def setup_rows(self, raw: Any, splits: dict[str, np.ndarray], built: BuiltData | None = None) -> None:
+        """Set up on the given rows of `raw` instead of the configured split (a fit strategy's own rows).
 
-    def fold_view(self, fold: int) -> MarketingDataModule:
-        """The data module of one fold, cut from this pool module (`data.folds` set, `data.fold` null, set
-        up): the same as a new module with `data.fold=fold`, without loading the source again or refitting
-        its preprocessing (the pool's is shared)."""
-        if self.folds is None or self.fold is not None or self.splits is None:
-            raise ValueError("fold_view needs a set-up pool module (folds set, fold None)")
-        view = type(self)(
+        Args:
+            raw: what `source.load()` returned.
+            splits: stage -> row indices of `raw`.
+            built: the tensors, meta and preprocessing of those rows when the caller already has them (cut
+                from another module's); None builds them with the source, fitting preprocessing on
+                `splits["train"]`.
+        """
+        built = built if built is not None else self.source.build(raw, splits)
+        self.raw, self.splits = raw, splits
+        self.tensors, self.meta, self.features = built.tensors, built.meta, built.state
+
+    def like(self) -> MarketingDataModule:
+        """A new module, not set up, with this one's source and settings."""
+        return type(self)(
             self.source,
             split=self.split,
             val_fraction=self.val_fraction,
@@ -156,14 +107,11 @@ class MarketingDataModule(L.LightningDataModule):
             seed=self.seed,
             drop_last=self.drop_last,
             resident=self.resident,
-            folds=self.folds,
-            fold=fold,
         )
-        view.raw, view.pool, view.fold_of = self.raw, self.pool, self.fold_of
-        pool_built = BuiltData(tensors=self.tensors, meta=self.meta, state=self.preprocessing)
-        view.splits, built = view._cut_fold(pool_built, self.splits["test"])
-        view.tensors, view.meta, view.preprocessing = built.tensors, built.meta, built.state
-        return view
+
+    def train_split(self) -> TrainSplit:
+        """What the harness hands a model before fitting: the train split's tensors, meta and features."""
+        return TrainSplit(tensors=self.tensors["train"], meta=self.meta, features=self.features)
 
     def save_splits(self, directory: str | Path) -> Path:
         """Write the row indices of every split to `<directory>/splits.npz`."""
@@ -215,5 +163,13 @@ class MarketingDataModule(L.LightningDataModule):
         return self.loader("test")
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved inside checkpoints: the fitted preprocessing and the data meta."""
-        return {"preprocessing": self.preprocessing, "meta": self.meta}
+        """Saved inside checkpoints as `adlab_data`, in plain containers: `{"meta": ..., "preprocessing": ...}`
+        (`DataMeta.from_dict` and e.g. `TabularFeatures.from_dict` rebuild them)."""
+        return {"meta": _plain(self.meta), "preprocessing": _plain(self.features)}
+
+
+def _plain(value: Any) -> Any:
+    """A contract object's `to_dict()`; plain containers as they are; None as an empty dict."""
+    if value is None:
+        return {}
+    return value.to_dict() if hasattr(value, "to_dict") else value

@@ -123,12 +123,12 @@ def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     labels = np.asarray(labels)
     if len(labels) < folds:
         raise AdlabError(
-            f"data.folds={folds}: only {len(labels)} train and val rows; expected at most {len(labels)} folds"
+            f"fit.folds={folds}: only {len(labels)} train and val rows; expected at most {len(labels)} folds"
         )
     parts = _stratified_parts(labels, [1 / folds] * folds, np.random.default_rng(seed))
     if min(len(rows) for rows in parts) == 0:
         raise AdlabError(
-            f"data.folds={folds}: {len(labels)} train and val rows leave a fold empty; expected fewer folds"
+            f"fit.folds={folds}: {len(labels)} train and val rows leave a fold empty; expected fewer folds"
         )
     fold_of = np.empty(len(labels), dtype=np.int64)
     for fold, rows in enumerate(parts):

@@ -28,10 +28,10 @@ from omegaconf import DictConfig
 
 from adlab.cli import check_overrides, report_user_errors
 from adlab.errors import AdlabError
-from adlab.serving.package import model_path_overrides
+from adlab.harness.configs import config_dir, register_resolvers
+from adlab.serving.package import load_package, model_path_overrides
 from adlab.serving.schema import SchemaError
-from adlab.serving.scorer import TabularScorer, load_scorer
-from adlab.utils.configs import config_dir, register_resolvers
+from adlab.serving.scorer import TabularScorer
 
 JSON = "application/json"
 log = logging.getLogger(__name__)
@@ -196,11 +196,10 @@ def create_app(
     threads: int = 1,
 ) -> FastAPI:
     """The scoring service for an exported ONNX package (or a scorer built from one)."""
-    scorer = model if isinstance(model, TabularScorer) else load_scorer(model, threads)
-    if scorer.package.model_format != "onnx":
-        raise AdlabError(
-            f"model={scorer.package.directory}: the service runs ONNX Runtime; export with format=onnx"
-        )
+    package = model.package if isinstance(model, TabularScorer) else load_package(model)
+    if package.model_format != "onnx":  # checked before the graph is loaded: TorchScript would run its code
+        raise AdlabError(f"model={package.directory}: the service runs ONNX Runtime; export with format=onnx")
+    scorer = model if isinstance(model, TabularScorer) else TabularScorer(package, threads)
     if max_body_bytes < 1 or max_batch_rows < 1:
         raise AdlabError(
             f"max_body_bytes={max_body_bytes}, max_batch_rows={max_batch_rows}: expected positive limits"

@@ -1,5 +1,9 @@
 """Graph runtimes behind one interface: ONNX Runtime for `model.onnx`, TorchScript for `model.pt`.
 
+An ONNX graph is data: ONNX Runtime runs its operators and nothing the file names. A TorchScript file is
+code by nature (`torch.jit.load` compiles and runs the TorchScript it holds), so a TorchScript package is
+refused unless the caller opts in (`allow_torchscript=true`) for a package whose source it trusts.
+
 A backend runs the exported graph on numpy arrays. For a tabular scorer it also owns one preallocated
 single-row input pair (`one_categorical`, `one_numeric`) that the per-request path fills in place, so
 that scoring one request allocates nothing on the graph side.
@@ -12,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from adlab.errors import AdlabError
 from adlab.serving.package import ModelPackage
 
 
@@ -103,8 +108,27 @@ class TorchScriptBackend:
             return float(self.module(*self._one)[0])
 
 
-def load_backend(package: ModelPackage, threads: int = 1) -> OnnxRuntimeBackend | TorchScriptBackend:
-    """The runtime for the package's graph format."""
+def load_backend(
+    package: ModelPackage, threads: int = 1, allow_torchscript: bool = False
+) -> OnnxRuntimeBackend | TorchScriptBackend:
+    """The runtime for the package's graph format.
+
+    Args:
+        package: the package to run.
+        threads: intra-op threads of the runtime.
+        allow_torchscript: run a TorchScript package's code; without it such a package is refused with
+            an `AdlabError`, since loading it executes code from the file.
+    """
     if package.model_format == "onnx":
         return OnnxRuntimeBackend(package, threads)
+    if package.model_format != "torchscript":
+        raise AdlabError(
+            f"model={package.directory}: graph format {package.model_format!r}; expected onnx or torchscript"
+        )
+    if not allow_torchscript:
+        raise AdlabError(
+            f"model={package.directory}: a TorchScript package runs code from {package.model_path.name} when "
+            "loaded; use an ONNX export (adlab-export format=onnx), or pass allow_torchscript=true if you "
+            "trust where this package came from"
+        )
     return TorchScriptBackend(package, threads)

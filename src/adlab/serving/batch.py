@@ -24,10 +24,10 @@ from omegaconf import DictConfig
 
 from adlab.cli import check_overrides, report_user_errors
 from adlab.errors import AdlabError
+from adlab.harness.configs import config_dir, register_resolvers
 from adlab.serving.package import model_path_overrides
 from adlab.serving.schema import SchemaError, TabularSchema
 from adlab.serving.scorer import TabularScorer, load_scorer
-from adlab.utils.configs import config_dir, register_resolvers
 
 SCORE_COLUMN = "score"
 ROW_COLUMN = "row"  # written when the file has no id column: the row's position in the file (0-based)
@@ -206,7 +206,7 @@ def score_file(
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="score")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
-    scorer = load_scorer(cfg.model_path, int(cfg.threads))
+    scorer = load_scorer(cfg.model_path, int(cfg.threads), allow_torchscript=bool(cfg.allow_torchscript))
     started = time.perf_counter()
     rows = score_file(
         scorer,

@@ -14,6 +14,7 @@ PREPROCESSING_VERSION = 1  # layout of preprocessing.json
 METADATA_FILE = "metadata.json"
 PREPROCESSING_FILE = "preprocessing.json"
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}  # export format -> graph file name
+WEIGHTS_FORMATS = {"safetensors": "model.safetensors"}  # adlab-export weights=... -> weights file name
 # most rows per graph call of a tabular scorer (preprocessing.json's graph_batch_rows may ask for fewer)
 GRAPH_MAX_ROWS = 65536
 

@@ -3,7 +3,7 @@
 Two paths share one schema: JSON records (one request at a time, plain Python, lookup tables built
 once) and Arrow record batches (files and large batches, vectorised). Both produce the graph's inputs,
 `categorical (n, n_cat) int64` vocabulary indices and `numeric (n, n_num) float32` unscaled values, with
-the same rules as training (`adlab.data.sources.tabular`): categories are text, a missing category is
+the same rules as training (`adlab.data.features.TabularFeatures`): categories are text, a missing category is
 the `<missing>` token, an unseen one is index 0; numerics must be numbers, and may be missing (null,
 NaN, inf) only when the model was trained with an imputation, in which case they take the training
 fill. The fill happens here rather than in the graph: a select over every value costs ONNX Runtime
@@ -21,10 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from adlab.data.features import MISSING, UNKNOWN
 from adlab.errors import AdlabError
 
-MISSING = "<missing>"  # the token training gave missing categories (adlab.data.sources.tabular.MISSING)
-UNKNOWN = 0  # vocabulary index of unseen categories
 _NUMBER_TYPES = {int, float}
 ROW_BLOCK = 4096  # rows transposed at a time when a table's columns become the graph's row-major input
 

@@ -19,15 +19,16 @@ class TabularScorer:
     Args:
         package: an exported tabular package (`adlab-export`).
         threads: graph runtime intra-op threads (1 for a latency-bound service).
+        allow_torchscript: accept a TorchScript package (its file holds code; see `load_backend`).
 
     The single-request path (`score_record`) writes into one preallocated row pair that the runtime
     reads in place, so one scorer serves one thread at a time (the service runs it on its event loop).
     """
 
-    def __init__(self, package: ModelPackage, threads: int = 1):
+    def __init__(self, package: ModelPackage, threads: int = 1, allow_torchscript: bool = False):
         self.package = package
         self.schema = TabularSchema(package.preprocessing)
-        self.backend = load_backend(package, threads)
+        self.backend = load_backend(package, threads, allow_torchscript)
         self._one_categorical = np.zeros((1, len(self.schema.categorical)), dtype=np.int64)
         self._one_numeric = np.zeros((1, len(self.schema.numeric)), dtype=np.float32)
         self.backend.bind_one(self._one_categorical, self._one_numeric)
@@ -72,6 +73,9 @@ class TabularScorer:
         )
 
 
-def load_scorer(path: str | Path, threads: int = 1, what: str = "model") -> TabularScorer:
-    """Open a package directory (or its graph file) as a scorer; `AdlabError` naming `what` otherwise."""
-    return TabularScorer(load_package(path, what), threads)
+def load_scorer(
+    path: str | Path, threads: int = 1, what: str = "model", allow_torchscript: bool = False
+) -> TabularScorer:
+    """Open a package directory (or its graph file) as a scorer; `AdlabError` naming `what` otherwise.
+    A TorchScript package needs `allow_torchscript=True` (loading it runs code from the file)."""
+    return TabularScorer(load_package(path, what), threads, allow_torchscript)

@@ -5,7 +5,8 @@ Every source has two methods:
 - `load() -> raw`: read and validate the input. `raw` has `labels` (n,) for stratification, and may have
   `groups` (n,) (rows that must share a split) and `official` (n,) ("train"/"val"/"test").
 - `build(raw, splits) -> BuiltData`: fit preprocessing on the training rows only and return tensors per
-  split plus `meta` (what a model needs to know about the data) and a JSON-able preprocessing `state`.
+  split plus a typed `meta` (`adlab.data.features.DataMeta`: what a model needs to know about the data)
+  and the fitted preprocessing `state` (e.g. `TabularFeatures`; stored in checkpoints via `to_dict()`).
 """
 
 from adlab.data.sources.base import BuiltData

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
+
+from adlab.data.features import DataMeta
 
 
 @dataclass
@@ -14,10 +16,12 @@ class BuiltData:
 
     Attributes:
         tensors: stage ("train"/"val"/"test") -> name -> tensor `(rows, ...)`.
-        meta: plain-data description used to build models (feature names, cardinalities, classes ...).
-        state: JSON-able preprocessing fitted on the training split (vocabularies, scaling ...).
+        meta: the typed description models are built from (`TabularMeta`, ... : column names,
+            cardinalities, classes ...).
+        state: the preprocessing fitted on the training split (`TabularFeatures`, ...), or None when the
+            source fits nothing; it has `to_dict()` (plain containers, stored in checkpoints).
     """
 
     tensors: dict[str, dict[str, Tensor]]
-    meta: dict[str, Any]
-    state: dict[str, Any] = field(default_factory=dict)
+    meta: DataMeta
+    state: Any = None

@@ -2,7 +2,7 @@
 
 Every image is decoded once, converted to grey or RGB and resized to one size, so that a split is a
 single `(n, channels, height, width) uint8` tensor and a batch is one tensor gather. Scaling to float,
-normalisation and augmentation happen on whole batches on the model's device (`adlab.data.augment`).
+normalisation and augmentation happen on whole batches on the model's device (`adlab.families.imagery.augment`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 from torch import Tensor
 
+from adlab.data.features import ImageMeta
 from adlab.data.sources.base import BuiltData
+from adlab.data.sources.tabular import read_table
 from adlab.errors import AdlabError
 
 log = logging.getLogger(__name__)
@@ -236,8 +238,6 @@ class ImageSource:
         return self._decode_all(files, np.asarray(labels, dtype=np.int64), classes, official or None)
 
     def _load_manifest(self) -> ImageRaw:
-        from adlab.data.sources.tabular import read_table
-
         manifest = Path(self.path)
         frame = read_table(manifest)
         for column in (self.path_column, self.label_column):
@@ -323,8 +323,6 @@ class ImageSource:
 
     def _decode(self, path: str) -> np.ndarray | str:
         """`(h, w)` or `(h, w, 3)` uint8, or the reason the file could not be read."""
-        from PIL import Image, ImageOps
-
         try:
             with Image.open(path) as image:
                 image.load()
@@ -347,7 +345,11 @@ class ImageSource:
 
     # --------------------------------------------------------------- building
     def build(self, raw: ImageRaw, splits: dict[str, np.ndarray]) -> BuiltData:
-        """Tensors per split (`image (n, c, h, w) uint8`, `target (n,) int64`); channel mean/std from train."""
+        """Tensors per split (`image (n, c, h, w) uint8`, `target (n,) int64`) and their `ImageMeta`.
+
+        The channel mean/std are measured on the train split; they are the only thing fitted on it and
+        travel in the meta, so there is no separate preprocessing state.
+        """
         train = raw.images[torch.from_numpy(splits["train"])]
         # float64 sums over (n, h, w) per channel: exact enough and small memory
         scaled = train.to(torch.float64) / 255.0
@@ -360,28 +362,19 @@ class ImageSource:
             }
             for stage, rows in splits.items()
         }
-        keys = class_keys(raw.classes)
-        state = {
-            "kind": "images",
-            "version": 1,
-            "classes": raw.classes,
-            "class_keys": keys,
-            "channels": int(raw.images.shape[1]),
-            "image_size": [int(s) for s in raw.images.shape[-2:]],
-            "mean": mean.tolist(),
-            "std": std.tolist(),
-        }
-        meta: dict[str, Any] = {
-            **{k: v for k, v in state.items() if k not in ("kind", "version")},
-            "kind": "images",
-            "dataset": self.name,
-            "rows": {stage: int(len(rows)) for stage, rows in splits.items()},
-            "train_class_counts": np.bincount(
-                raw.labels[splits["train"]], minlength=len(raw.classes)
-            ).tolist(),
-            "skipped_images": len(raw.skipped),
-        }
-        return BuiltData(tensors, meta, state)
+        meta = ImageMeta(
+            dataset=self.name,
+            rows={stage: int(len(rows)) for stage, rows in splits.items()},
+            classes=list(raw.classes),
+            class_keys=class_keys(raw.classes),
+            channels=int(raw.images.shape[1]),
+            image_size=[int(s) for s in raw.images.shape[-2:]],
+            mean=mean.tolist(),
+            std=std.tolist(),
+            train_class_counts=np.bincount(raw.labels[splits["train"]], minlength=len(raw.classes)).tolist(),
+            skipped_images=len(raw.skipped),
+        )
+        return BuiltData(tensors, meta)
 
 
 def _resize_tensor(images: Tensor, size: tuple[int, int]) -> Tensor:

@@ -10,11 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from adlab.data.features import MISSING, TabularFeatures, TabularMeta
 from adlab.data.sources.base import BuiltData
 from adlab.errors import AdlabError
 
-UNKNOWN = 0  # index of the unknown-category bucket in every vocabulary
-MISSING = "<missing>"
 IMPUTE_CHOICES = (None, "median", "mean", "zero")
 POSITIVE_WORDS = {"1", "yes", "y", "true", "t", "positive", "buyer", "buy"}
 
@@ -204,94 +203,23 @@ class TabularSource:
 
     def build(self, raw: TabularRaw, splits: dict[str, np.ndarray]) -> BuiltData:
         """Fit vocabularies, imputation and scaling on the training rows; return tensors for every split."""
-        preprocessor = TabularPreprocessor.fit(
+        features = TabularFeatures.fit(
             raw.frame.iloc[splits["train"]], raw.categorical, raw.numeric, self.impute
         )
         tensors = {}
         for stage, rows in splits.items():
-            categorical, numeric = preprocessor.transform(raw.frame.iloc[rows])
+            categorical, numeric = features.transform(raw.frame.iloc[rows])
             tensors[stage] = {
-                "categorical": categorical,
-                "numeric": numeric,
+                "categorical": torch.from_numpy(categorical),
+                "numeric": torch.from_numpy(numeric),
                 "target": torch.as_tensor(raw.labels[rows], dtype=torch.float32),
             }
-        train_labels = raw.labels[splits["train"]]
-        meta = {
-            "kind": "tabular",
-            "dataset": self.name,
-            "categorical": raw.categorical,
-            "cardinalities": [len(preprocessor.vocabularies[c]) + 1 for c in raw.categorical],
-            "numeric": raw.numeric,
-            "positive_rate": float(train_labels.mean()),
-            "rows": {stage: int(len(rows)) for stage, rows in splits.items()},
-        }
-        return BuiltData(tensors, meta, preprocessor.state_dict())
-
-
-@dataclass
-class TabularPreprocessor:
-    """Category vocabularies (index 0 = unknown) and numeric imputation/scaling, fitted on training rows."""
-
-    categorical: list[str]
-    numeric: list[str]
-    vocabularies: dict[str, list[str]]
-    fill: list[float]
-    mean: list[float]
-    scale: list[float]
-
-    @classmethod
-    def fit(
-        cls, frame: pd.DataFrame, categorical: list[str], numeric: list[str], impute: str | None
-    ) -> TabularPreprocessor:
-        vocabularies = {c: sorted(frame[c].unique().tolist()) for c in categorical}
-        values = frame[numeric].to_numpy(dtype=np.float64)
-        if impute == "zero":
-            fill = np.zeros(len(numeric))
-        elif impute == "mean":
-            fill = np.nanmean(values, axis=0) if len(numeric) else np.zeros(0)
-        else:
-            fill = np.nanmedian(values, axis=0) if len(numeric) else np.zeros(0)
-        fill = np.nan_to_num(fill)
-        filled = np.where(np.isnan(values), fill, values)
-        mean = filled.mean(axis=0) if len(numeric) else np.zeros(0)
-        scale = filled.std(axis=0) if len(numeric) else np.zeros(0)
-        scale = np.where(scale > 0, scale, 1.0)
-        return cls(
-            list(categorical), list(numeric), vocabularies, fill.tolist(), mean.tolist(), scale.tolist()
+        meta = TabularMeta(
+            dataset=self.name,
+            rows={stage: int(len(rows)) for stage, rows in splits.items()},
+            categorical=list(raw.categorical),
+            cardinalities=[len(features.vocabularies[c]) + 1 for c in raw.categorical],
+            numeric=list(raw.numeric),
+            positive_rate=float(raw.labels[splits["train"]].mean()),
         )
-
-    def transform(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return `(categorical (n, n_cat) int64, numeric (n, n_num) float32)`; unseen categories -> 0."""
-        columns = []
-        for column in self.categorical:
-            lookup = {value: position + 1 for position, value in enumerate(self.vocabularies[column])}
-            columns.append(frame[column].map(lookup).fillna(UNKNOWN).to_numpy(dtype=np.int64))
-        categorical = np.stack(columns, axis=1) if columns else np.zeros((len(frame), 0), dtype=np.int64)
-        values = frame[self.numeric].to_numpy(dtype=np.float64)
-        values = np.where(np.isnan(values), np.asarray(self.fill), values)
-        numeric = (values - np.asarray(self.mean)) / np.asarray(self.scale)
-        return torch.from_numpy(categorical), torch.from_numpy(numeric.astype(np.float32))
-
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-able state, enough to rebuild the preprocessing (e.g. for export)."""
-        return {
-            "kind": "tabular",
-            "version": 1,
-            "categorical": self.categorical,
-            "numeric": self.numeric,
-            "vocabularies": self.vocabularies,
-            "fill": self.fill,
-            "mean": self.mean,
-            "scale": self.scale,
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> TabularPreprocessor:
-        return cls(
-            state["categorical"],
-            state["numeric"],
-            state["vocabularies"],
-            state["fill"],
-            state["mean"],
-            state["scale"],
-        )
+        return BuiltData(tensors, meta, features)

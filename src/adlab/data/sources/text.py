@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from adlab.data.features import TextFeatures, TextMeta
+from adlab.data.keywords import draw_keyword
 from adlab.data.sources.base import BuiltData
 from adlab.data.sources.tabular import read_table
+from adlab.data.tokenizers import EXTRA, KEYWORD, TEXT, TextTokenizer, control_token
 from adlab.errors import AdlabError
-from adlab.text.keywords import draw_keyword
-from adlab.text.tokenizers import EXTRA, KEYWORD, TEXT, CopyTokenizer, control_token
 
 MISSING_VALUE = "?"  # condition value of a missing cell, and of values unseen in training
 SENTENCE_END = re.compile(r"[.!?…](?=\s|$)")
@@ -60,7 +61,7 @@ def _clean(values: pd.Series, max_chars: int | None) -> pd.Series:
 
 
 def _pack(
-    examples: list[tuple[list[int], list[int], int, int]], length: int, tokenizer: CopyTokenizer
+    examples: list[tuple[list[int], list[int], int, int]], length: int, tokenizer: TextTokenizer
 ) -> dict:
     """Tensors of one split from `(prefix ids, text ids, characters + 1, source row)` examples."""
     tokens = torch.full((len(examples), length), tokenizer.pad_id, dtype=torch.int64)
@@ -88,6 +89,14 @@ class TextRaw:
     duplicates: int
     extra: np.ndarray | None = None  # (n,) auxiliary text of each row ("" when none), see `extra_text`
 
+    def split_texts(self, splits: dict[str, np.ndarray], extra: bool = False) -> dict[str, list[str]]:
+        """Each split's texts, in row order; with `extra`, the train split also holds its rows' non-empty
+        auxiliary texts after them (the extra sequences a model trains on). Baselines fit on these."""
+        texts = {stage: list(self.texts[rows]) for stage, rows in splits.items()}
+        if extra and self.extra is not None:
+            texts["train"] += [text for text in self.extra[splits["train"]] if text]
+        return texts
+
 
 class TextSource:
     """Read texts and their conditions from a CSV/parquet file, tokenize them for a conditional LM.
@@ -96,7 +105,8 @@ class TextSource:
         path: CSV (UTF-8) or parquet file.
         text: the text column (headlines, descriptions ...).
         conditions: condition columns (department, class, rating ...); each value becomes a control token.
-        tokenizer: "char" (one token per character) or "bpe"; fitted on the training split only.
+        tokenizer: "char" (one token per character) or "bpe" (`adlab.data.tokenizers.TextTokenizer`);
+            fitted on the training split only.
         vocab_size: BPE vocabulary size (ignored for "char").
         keyword_rate: share of training rows whose prefix carries a keyword drawn from their text.
         sentence_chars: cut each text at the last sentence end within this many characters (descriptions
@@ -179,14 +189,15 @@ class TextSource:
         return TextRaw(texts, conditions, labels, texts.astype(str), dropped_empty, duplicates, extra)
 
     def build(self, raw: TextRaw, splits: dict[str, np.ndarray]) -> BuiltData:
-        """Fit the tokenizer and condition vocabularies on train; return token tensors for every split."""
+        """Fit the tokenizer and condition vocabularies on train; token tensors for every split, a
+        `TextMeta` and the fitted `TextFeatures` (tokenizer JSON, distinct train texts)."""
         train_rows = splits["train"]
         values = {
             c: sorted(set(raw.conditions[c].iloc[train_rows]) - {MISSING_VALUE}) for c in self.conditions
         }
         controls = [control_token(c, v) for c in self.conditions for v in [MISSING_VALUE, *values[c]]]
         extra_rows = [int(r) for r in train_rows if raw.extra is not None and raw.extra[r]]
-        tokenizer = CopyTokenizer.train(
+        tokenizer = TextTokenizer.train(
             [*(raw.texts[i] for i in train_rows), *(raw.extra[i] for i in extra_rows)],
             self.tokenizer,
             self.vocab_size,
@@ -215,47 +226,37 @@ class TextSource:
         length = max(len(p) + len(e) + 1 for stage in examples.values() for p, e, _, _ in stage)
         tensors = {stage: _pack(rows, length, tokenizer) for stage, rows in examples.items()}
         train_texts = sorted(set(raw.texts[train_rows]))
-        meta = {
-            "kind": "text",
-            "dataset": self.name,
-            "tokenizer": self.tokenizer,
-            "vocab_size": tokenizer.vocab_size,
-            "max_tokens": length,
-            "conditions": {
+        meta = TextMeta(
+            dataset=self.name,
+            rows={stage: int(len(rows)) for stage, rows in splits.items()},
+            tokenizer=self.tokenizer,
+            vocab_size=tokenizer.vocab_size,
+            max_tokens=length,
+            conditions={
                 c: {v: int(n) for v, n in raw.conditions[c].iloc[train_rows].value_counts().items()}
                 for c in self.conditions
             },
             # joint frequencies, so that generation draws consistent combinations (no "Dresses" + "Jeans")
-            "condition_combinations": [
+            condition_combinations=[
                 [*combination, int(count)]
                 for combination, count in raw.conditions.iloc[train_rows].value_counts().items()
             ]
             if self.conditions
             else [],
-            "rows": {stage: int(len(rows)) for stage, rows in splits.items()},
-            "dropped_empty": raw.dropped_empty,
-            "extra_rows": len(extra_rows),
-            # rows repeating an earlier text (dropped when drop_duplicates, else kept in one split)
-            "duplicate_rows": raw.duplicates,
-            "train_chars_per_token": float(
+            dropped_empty=raw.dropped_empty,
+            extra_rows=len(extra_rows),
+            duplicate_rows=raw.duplicates,
+            train_chars_per_token=float(
                 sum(len(raw.texts[r]) + 1 for r in train_rows) / sum(len(encoded[r]) + 1 for r in train_rows)
             ),
-        }
-        state = {
-            "kind": "text",
-            "version": 1,
-            "text": self.text,
-            "conditions": self.conditions,
-            "tokenizer": tokenizer.to_json(),
-            # novelty of generated copy is measured against these
-            "train_texts": train_texts,
-        }
-        return BuiltData(tensors, meta, state)
+        )
+        features = TextFeatures(tokenizer.to_json(), self.text, self.conditions, train_texts)
+        return BuiltData(tensors, meta, features)
 
     def _prefixes(
         self,
         raw: TextRaw,
-        tokenizer: CopyTokenizer,
+        tokenizer: TextTokenizer,
         values: dict[str, list[str]],
         keyword_ids: dict[int, list[int]],
     ) -> list[list[int]]:

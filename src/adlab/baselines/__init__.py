@@ -1,1 +1,0 @@
-"""Non-deep baselines fitted on the same split and preprocessing as the neural model."""

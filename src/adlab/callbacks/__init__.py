@@ -1,1 +1,0 @@
-"""Logger-agnostic callbacks."""

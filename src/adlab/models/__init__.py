@@ -1,1 +1,0 @@
-"""One LightningModule per model family."""

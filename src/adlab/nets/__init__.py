@@ -1,1 +1,0 @@
-"""Plain `nn.Module`s, free of Lightning, reused by the model families."""
