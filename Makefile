@@ -9,7 +9,7 @@ STAMP := $(VENV)/.adlab-installed
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test lint bench clean peers
+.PHONY: install demo test lint bench clean peers ui
 
 install: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev,sweeps,serve]"
+	$(BIN)/python -m pip install -q -e ".[dev,sweeps,serve,ui]"
 	touch $(STAMP)
 
 # fetch CoIL 2000, train the flagship propensity scorer, print its test metrics beside the baseline's
@@ -32,13 +32,19 @@ lint: install
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 
+# MLflow's UI over the runs trained with `logger=mlflow` (their store: <OUTPUTS>/mlflow.db), on 127.0.0.1 only
+OUTPUTS ?= outputs
+UI_PORT ?= 5000
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(OUTPUTS))/mlflow.db --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
 bench: install
 	$(BIN)/python scripts/bench_harness.py
 
 # peer libraries, kept out of adlab's dependencies, for side-by-side baselines in a venv of their own:
-# pymc-marketing (BG/NBD + Gamma-Gamma of the value family); run e.g. .venv-peers/bin/adlab-train ...
+# pymc-marketing (BG/NBD + Gamma-Gamma of the value family), implicit (ALS of the recommendation family); run e.g. .venv-peers/bin/adlab-train ...
 PEERS_VENV ?= .venv-peers
-PEERS ?= pymc-marketing
+PEERS ?= pymc-marketing implicit
 peers: $(PEERS_VENV)/.adlab-peers-installed
 
 $(PEERS_VENV)/.adlab-peers-installed: pyproject.toml

@@ -22,8 +22,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from adlab.train import train  # noqa: E402
 from adlab.harness.configs import compose  # noqa: E402
+from adlab.train import train  # noqa: E402
 
 PRESETS = {"dcgan": "creative_dcgan", "improved": "creative_sngan"}
 QUIET = ["extras.print_config=false", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"]
@@ -107,7 +107,10 @@ def main() -> None:
         )
         keep = (
             "val/fid",
-            "val/cas",
+            "val/generated_class_accuracy",
+            "test/generated_class_accuracy",
+            "test/evaluator_accuracy",
+            "test/fid_noise",
             "test/fid",
             "test/kid",
             "test/cas",

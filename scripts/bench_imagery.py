@@ -29,8 +29,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from adlab.train import train  # noqa: E402
 from adlab.harness.configs import compose  # noqa: E402
+from adlab.train import train  # noqa: E402
 
 # name -> (experiment, extra overrides, goal: (metric threshold, wall-time limit in seconds or None))
 PRESETS: dict[str, tuple[str, list[str], tuple[float, float | None]]] = {

@@ -329,7 +329,8 @@ def main() -> None:
         package = export_checkpoint(ckpt, "onnx", work / "package")
         schema = TabularSchema(json.loads((package / "preprocessing.json").read_text()))
         frame = held_out_rows(StoredRun.read(ckpt).config, schema.names, args.data)
-        records = frame.to_dict("records")
+        # a request carries the columns the model reads (the bidding scorer reads 12 of 85)
+        records = frame[schema.required].to_dict("records")
         results: dict[str, Any] = {
             "model_version": json.loads((package / "metadata.json").read_text())["model_version"]
         }

@@ -25,8 +25,6 @@ def coil_data_dir(tmp_path_factory) -> Path:
     return folder
 
 
-
-
 @pytest.fixture
 def train_config(tmp_path, coil_data_dir):
     """`train_config(overrides) -> cfg`: the train config on the tiny CoIL-like data, writing under tmp_path."""

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from adlab.harness.configs import compose
 
+
 def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose a config as the CLI would (see `adlab.harness.configs.compose`)."""
     return compose(config_name, overrides, output_dir)

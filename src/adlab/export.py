@@ -32,6 +32,7 @@ from adlab.harness.checkpoints import StoredRun, load_module
 from adlab.harness.configs import config_dir, register_resolvers
 from adlab.harness.exporting import PARITY_TOLERANCE, export_spec, parity_error, write_graph
 from adlab.harness.io import atomic_write_bytes, atomic_write_text
+from adlab.harness.report import print_outputs
 from adlab.serving.package import FORMATS, METADATA_FILE, PACKAGE_VERSION, PREPROCESSING_FILE, WEIGHTS_FORMATS
 
 
@@ -66,6 +67,9 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
+MIN_OPSET = 18  # the oldest opset torch's (dynamo) ONNX exporter writes without converting down
+
+
 def export_checkpoint(
     ckpt_path: str | Path,
     fmt: str = "onnx",
@@ -90,6 +94,14 @@ def export_checkpoint(
         raise AdlabError(f"format={fmt!r}: expected one of {sorted(FORMATS)}")
     if weights is not None and weights not in WEIGHTS_FORMATS:
         raise AdlabError(f"weights={weights!r}: expected null or one of {sorted(WEIGHTS_FORMATS)}")
+    if fmt == "onnx":
+        import onnx
+
+        # torch's exporter writes opset 18 and up; below, its down-conversion can fail and leave opset 18
+        # while the package would claim the one asked for
+        newest = onnx.defs.onnx_opset_version()
+        if not MIN_OPSET <= opset <= newest:
+            raise AdlabError(f"opset={opset}: expected an ONNX opset from {MIN_OPSET} to {newest}")
     ckpt_path = Path(ckpt_path)
     stored = StoredRun.read(ckpt_path)
     model = load_module(stored)
@@ -148,6 +160,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     metadata = json.loads((out / METADATA_FILE).read_text())
     print(f"exported {metadata['family']} ({metadata['model_version']}) to {out}")
     print(OmegaConf.to_yaml({"parity": metadata["parity"]}).strip())
+    print_outputs(None, {"package": out})
 
 
 def main() -> None:

@@ -19,10 +19,16 @@ from adlab.cli import check_overrides, report_user_errors
 from adlab.errors import AdlabError
 from adlab.harness.checkpoints import load_module
 from adlab.harness.configs import config_dir, register_resolvers
+from adlab.harness.report import print_outputs
 
 
 def generate(cfg: DictConfig) -> Path:
     """Load the checkpoint and let its family write its samples into the run directory."""
+    conditions = cfg.get("conditions")
+    if conditions is not None and not isinstance(conditions, DictConfig):
+        raise AdlabError(
+            f"conditions={conditions!r}: expected a mapping of condition to value, e.g. conditions={{department:Dresses}}"
+        )
     model = load_module(cfg.ckpt_path, cfg.get("device", "cpu"))
     if not hasattr(model, "generate_outputs"):
         raise AdlabError(
@@ -35,7 +41,7 @@ def generate(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="generate")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
-    generate(cfg)
+    print_outputs(cfg.paths.output_dir, {"samples": generate(cfg)})
 
 
 def main() -> None:

@@ -23,12 +23,13 @@ from adlab.harness.build import (
     resolved_config,
     save_wandb_run_id,
 )
-from adlab.harness.checkpoints import SAFE_LOAD, checked_ckpt_path
+from adlab.harness.checkpoints import SAFE_LOAD, check_resumable, checked_ckpt_path
 from adlab.harness.configs import config_dir, register_resolvers
 from adlab.harness.fit import build_fit
 from adlab.harness.io import write_metrics
 from adlab.harness.ledger import append_to_ledger
-from adlab.harness.report import print_metrics_table, run_baselines
+from adlab.harness.predictions import write_split_predictions
+from adlab.harness.report import log_metrics_to_loggers, print_metrics_table, print_outputs, run_baselines
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -44,6 +45,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     datamodule = build_datamodule(cfg, strategy)
     model = build_model(cfg, datamodule.meta)
+    check_resumable(cfg.get("ckpt_path"), cfg, model, datamodule.meta)  # this job's family, data, shapes
     resolved = resolved_config(cfg)
     resolved["git_commit"] = git_commit()
     loggers = build_loggers(cfg, job_type="train")
@@ -70,11 +72,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 model, datamodule=datamodule, ckpt_path=fitted.checkpoint, verbose=False, **SAFE_LOAD
             ):
                 metrics.update(result)
+            # the test rows' per-row predictions (`predictions.parquet`), of the checkpoint just tested
+            write_split_predictions(trainer, model, datamodule, output_dir, "test", fitted.checkpoint)
         if trainer.is_global_zero:
-            metrics.update(run_baselines(cfg, datamodule, strategy))
+            baselines = run_baselines(cfg, datamodule, strategy)
+            log_metrics_to_loggers(loggers, baselines)  # W&B, MLflow ... hold them beside the model's
+            metrics.update(baselines)
             write_metrics(output_dir / "metrics.json", metrics)
-            append_to_ledger(cfg, metrics)
+            ledger = append_to_ledger(cfg, metrics)
             print_metrics_table(metrics)
+            print_outputs(output_dir, {"ledger": ledger})
         return metrics
     finally:
         finish_wandb()

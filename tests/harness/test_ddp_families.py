@@ -10,6 +10,7 @@ import json
 import pytest
 
 from adlab.data.synthetic import make_image_folder, make_titles
+from tests.families.creatives.test_creatives import QUICK_EVAL as GAN_QUICK_EVAL
 from tests.families.creatives.test_creatives import SMALL as GAN_SMALL
 from tests.families.creatives.test_creatives import evaluator_ckpt, fashion_dir  # noqa: F401  (fixtures)
 from tests.helpers import run_module
@@ -63,6 +64,7 @@ def test_creatives_ddp_cpu(tmp_path, fashion_dir, evaluator_ckpt):  # noqa: F811
             # each optimizer step uses one network only: DDP must not wait for the other's gradients
             "trainer.strategy=ddp_find_unused_parameters_true",
             *GAN_SMALL,
+            *GAN_QUICK_EVAL,
         ],
     )
     assert metrics["test/fid"] >= 0 and 0 <= metrics["test/cas"] <= 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "adlab"
-ENTRY_POINTS = ["train.py", "eval.py", "export.py", "generate.py", "compare.py"]
+ENTRY_POINTS = ["train.py", "eval.py", "predict.py", "export.py", "generate.py", "compare.py"]
 HARNESS = sorted(
     [PACKAGE / name for name in ENTRY_POINTS]
     + list((PACKAGE / "harness").rglob("*.py"))

@@ -79,6 +79,12 @@ def features(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=[ID, "CARAVAN"])
 
 
+def read_only(frame: pd.DataFrame, package) -> pd.DataFrame:
+    """The columns the package's model reads: what a request carries (the preset reads 12 of 85)."""
+    schema = TabularSchema(json.loads((package / "preprocessing.json").read_text()))
+    return frame[schema.required]
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_matches_pytorch_on_held_out_rows(packages, held_out, fmt):
     frame, expected = held_out
@@ -86,7 +92,7 @@ def test_export_matches_pytorch_on_held_out_rows(packages, held_out, fmt):
     scores = scorer.score_table(pa.Table.from_pandas(features(frame), preserve_index=False))
     assert scores.shape == expected.shape == (300,)
     assert np.max(np.abs(scores - expected)) <= 1e-5
-    records = features(frame).head(20).to_dict("records")
+    records = read_only(frame, packages[fmt]).head(20).to_dict("records")
     single = np.array([scorer.score_record(record) for record in records])
     assert np.max(np.abs(single - expected[:20])) <= 1e-5
     assert np.max(np.abs(scorer.score_records(records) - expected[:20])) <= 1e-5
@@ -127,7 +133,7 @@ def test_bidding_scorer_exports_folded_and_matches_pytorch(coil_data_dir, tmp_pa
         ).numpy()
     scores = scorer.score_table(pa.Table.from_pandas(features(frame), preserve_index=False))
     assert np.max(np.abs(scores - expected)) <= 1e-5
-    single = np.array([scorer.score_record(r) for r in features(frame).head(20).to_dict("records")])
+    single = np.array([scorer.score_record(r) for r in read_only(frame, package).head(20).to_dict("records")])
     assert np.max(np.abs(single - expected[:20])) <= 1e-5
 
 
@@ -136,16 +142,20 @@ def test_missing_numerics_take_the_training_fill(run, packages, held_out):
     preprocessing = json.loads((packages["onnx"] / "preprocessing.json").read_text())
     schema = TabularSchema({**preprocessing, "allow_missing_numeric": True})
     frame = features(held_out[0]).head(30).copy()
-    frame.iloc[::3, 5] = np.nan
-    frame.iloc[1::4, 40] = np.nan
+    frame.iloc[::3, frame.columns.get_loc("NUM01")] = np.nan  # two columns the model reads
+    frame.iloc[1::4, frame.columns.get_loc(schema.required[-1])] = np.nan
     state = TabularFeatures.from_dict(StoredRun.read(run / "checkpoints" / "best.ckpt").preprocessing)
     expected = state.transform(frame)[1]
     mean, scale = np.asarray(state.mean), np.asarray(state.scale)
     table_numeric = schema.encode_table(pa.Table.from_pandas(frame, preserve_index=False))[1]
-    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    read = frame[schema.required]
+    records = read.astype(object).where(read.notna(), None).to_dict("records")
     record_numeric = schema.encode_records(records)[1]
+    # the columns the model reads are filled as in training (the others hold placeholders it never reads)
+    positions = [schema.numeric.index(name) for name in schema.required if name in schema.numeric]
     for numeric in (table_numeric, record_numeric):
-        assert np.max(np.abs((numeric - mean) / scale - expected)) <= 1e-5
+        scaled = (numeric - mean) / scale
+        assert np.max(np.abs(scaled[:, positions] - expected[:, positions])) <= 1e-5
 
 
 def test_export_refuses_what_is_not_a_checkpoint(tmp_path):
@@ -220,13 +230,13 @@ def test_score_file_keeps_row_ids_in_small_chunks(packages, held_out, tmp_path, 
 def _broken(frame: pd.DataFrame, problem: str) -> pd.DataFrame:
     frame = frame.drop(columns=["CARAVAN"])
     if problem == "missing":
-        return frame.drop(columns=["NUM07"])
+        return frame.drop(columns=["NUM01"])
     if problem == "extra":
         return frame.assign(coupon="yes")
     if problem == "text in a numeric column":
-        values = frame["NUM07"].astype(object)
+        values = frame["NUM01"].astype(object)
         values.iloc[250] = "high"  # past the first chunk
-        return frame.assign(NUM07=values)
+        return frame.assign(NUM01=values)
     return frame.assign(MOSTYPE=np.arange(len(frame)))  # numbers in a text category
 
 
@@ -234,9 +244,9 @@ def _broken(frame: pd.DataFrame, problem: str) -> pd.DataFrame:
 @pytest.mark.parametrize(
     "problem, column",
     [
-        ("missing", "NUM07"),
+        ("missing", "NUM01"),
         ("extra", "coupon"),
-        ("text in a numeric column", "NUM07"),
+        ("text in a numeric column", "NUM01"),
         ("numbers as category", "MOSTYPE"),
     ],
 )
@@ -244,7 +254,7 @@ def test_score_file_names_the_bad_column(packages, held_out, tmp_path, suffix, p
     source = tmp_path / f"bad.{suffix}"
     broken = _broken(held_out[0], problem)
     if suffix == "parquet" and problem == "text in a numeric column":
-        broken["NUM07"] = broken["NUM07"].astype(str)  # parquet columns have one type
+        broken["NUM01"] = broken["NUM01"].astype(str)  # parquet columns have one type
     getattr(broken, f"to_{suffix}")(source, index=False)
     output = tmp_path / "scores.csv"
     with pytest.raises(AdlabError, match=f"column '{column}'"):
@@ -275,13 +285,15 @@ def test_service_health_and_metadata(client):
     assert health.status_code == 200 and health.json()["status"] == "ok"
     metadata = client.get("/metadata").json()
     assert metadata["model_version"] == health.json()["model_version"]
-    assert len(metadata["features"]) == 85 and metadata["features"][0]["name"] == "MOSTYPE"
+    # the preset's model reads 12 of the 85 columns: a request carries those (plus an optional id)
+    assert len(metadata["features"]) == 12 and metadata["features"][0]["name"] == "MOSTYPE"
+    assert len(metadata["unread_features"]) == 73 and metadata["id_column"] == ID
     assert "test/auroc" in metadata["training_metrics"]
 
 
-def test_service_scores_valid_requests(client, held_out):
+def test_service_scores_valid_requests(client, held_out, packages):
     frame, expected = held_out
-    records = features(frame).head(40).to_dict("records")
+    records = read_only(frame, packages["onnx"]).head(40).to_dict("records")
     one = client.post("/score", json=records[0])
     assert one.status_code == 200
     assert one.json()["score"] == pytest.approx(float(expected[0]), abs=1e-5)
@@ -292,22 +304,22 @@ def test_service_scores_valid_requests(client, held_out):
     assert client.post("/score", json=unseen).status_code == 200
 
 
-def test_service_rejects_malformed_requests_with_422(client, held_out):
-    record = features(held_out[0]).iloc[0].to_dict()
+def test_service_rejects_malformed_requests_with_422(client, held_out, packages):
+    record = read_only(held_out[0], packages["onnx"]).iloc[0].to_dict()
     cases = {
         "not json": (b"{not json", None),
         "not utf-8": (b'{"MOSTYPE": "\xff"}', None),
         "empty": (b"", None),
         "a list": (b"[1, 2]", None),
         "too deep": (b"[" * 50_000 + b"]" * 50_000, None),
-        "missing": (json.dumps({k: v for k, v in record.items() if k != "NUM03"}).encode(), "NUM03"),
+        "missing": (json.dumps({k: v for k, v in record.items() if k != "NUM01"}).encode(), "NUM01"),
         "extra": (json.dumps(dict(record, coupon=1)).encode(), "coupon"),
-        "text as number": (json.dumps(dict(record, NUM03="4")).encode(), "NUM03"),
-        "bool as number": (json.dumps(dict(record, NUM03=True)).encode(), "NUM03"),
-        "null number": (json.dumps(dict(record, NUM03=None)).encode(), "NUM03"),
-        "NaN": (json.dumps(dict(record, NUM03=float("nan"))).encode(), "NUM03"),
-        "huge integer": (json.dumps(dict(record, NUM03=10**400)).encode(), "NUM03"),
-        "beyond float32": (json.dumps(dict(record, NUM03=1e39)).encode(), "NUM03"),
+        "text as number": (json.dumps(dict(record, NUM01="4")).encode(), "NUM01"),
+        "bool as number": (json.dumps(dict(record, NUM01=True)).encode(), "NUM01"),
+        "null number": (json.dumps(dict(record, NUM01=None)).encode(), "NUM01"),
+        "NaN": (json.dumps(dict(record, NUM01=float("nan"))).encode(), "NUM01"),
+        "huge integer": (json.dumps(dict(record, NUM01=10**400)).encode(), "NUM01"),
+        "beyond float32": (json.dumps(dict(record, NUM01=1e39)).encode(), "NUM01"),
         "number as category": (json.dumps(dict(record, MOSTYPE=3)).encode(), "MOSTYPE"),
         "list as category": (json.dumps(dict(record, MOSTYPE=["a"])).encode(), "MOSTYPE"),
     }
@@ -316,7 +328,7 @@ def test_service_rejects_malformed_requests_with_422(client, held_out):
         assert response.status_code == 422, (name, response.status_code, response.text)
         assert response.json().get("feature") == feature, name
     bad_batches = [
-        {"rows": [record, dict(record, NUM03="x")]},
+        {"rows": [record, dict(record, NUM01="x")]},
         {"rows": "all"},
         {"customers": [record]},
         [record],
@@ -327,8 +339,8 @@ def test_service_rejects_malformed_requests_with_422(client, held_out):
     assert "row 1" in client.post("/score/batch", json=bad_batches[0]).json()["detail"]
 
 
-def test_service_refuses_oversized_requests_with_413(client, held_out):
-    record = features(held_out[0]).iloc[0].to_dict()
+def test_service_refuses_oversized_requests_with_413(client, held_out, packages):
+    record = read_only(held_out[0], packages["onnx"]).iloc[0].to_dict()
     padded = json.dumps(dict(record, padding="x" * 200_000)).encode()
     assert client.post("/score", content=padded).status_code == 413
     chunked = client.post("/score", content=iter([b" " * 60_000, b" " * 60_000]))  # no Content-Length

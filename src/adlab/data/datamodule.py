@@ -10,7 +10,7 @@ import numpy as np
 
 from adlab.data.features import DataMeta, TrainSplit
 from adlab.data.loaders import TensorBatchLoader
-from adlab.data.sources.base import BuiltData
+from adlab.data.sources.base import BuiltData, NewData
 from adlab.data.splits import STAGES, official_split, random_split
 from adlab.errors import AdlabError
 
@@ -47,6 +47,9 @@ class MarketingDataModule(L.LightningDataModule):
         resident: bool = False,
     ):
         super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise AdlabError(f"data.{name}={value!r}: expected a positive number of rows")
         self.source = source
         self.split = split
         self.val_fraction = val_fraction
@@ -96,6 +99,33 @@ class MarketingDataModule(L.LightningDataModule):
         self.raw, self.splits = raw, splits
         self.tensors, self.meta, self.features = built.tensors, built.meta, built.state
 
+    def setup_new(self, meta: DataMeta, preprocessing: dict[str, Any], labelled: bool) -> NewData:
+        """Set up on a new file (the source's path) as one test split, built with a trained run's `meta` and
+        `preprocessing` (`source.build_new`; nothing is fitted). What adlab-eval and adlab-predict use.
+
+        Returns the `NewData` (row ids, unseen categories, notes); `test_dataloader` then serves its rows
+        in file order, and `row_ids("test")` gives their identifiers.
+        """
+        build_new = getattr(self.source, "build_new", None)
+        if not callable(build_new):
+            raise AdlabError(
+                f"data.source: {type(self.source).__name__} cannot build a new file with a trained run's "
+                "preprocessing (it has no build_new)"
+            )
+        new = build_new(meta, preprocessing, labelled)
+        self.raw, self.splits = new, {"test": np.arange(new.rows)}
+        self.tensors, self.meta, self.features = {"test": new.tensors}, meta, preprocessing
+        return new
+
+    def row_ids(self, stage: str) -> tuple[str, np.ndarray]:
+        """The name and values `(rows,)` of a split's row identifiers, in the split's order: the source's
+        id column (or image paths) where its data has one, else each row's position in the source's rows."""
+        rows = self.splits[stage]
+        ids = getattr(self.raw, "row_ids", None)
+        if ids is None:
+            return "row", np.asarray(rows)
+        return getattr(self.raw, "id_name", "row"), np.asarray(ids)[rows]
+
     def like(self) -> MarketingDataModule:
         """A new module, not set up, with this one's source and settings."""
         return type(self)(
@@ -116,8 +146,15 @@ class MarketingDataModule(L.LightningDataModule):
     def save_splits(self, directory: str | Path) -> Path:
         """Write the row indices of every split to `<directory>/splits.npz`."""
         path = Path(directory) / "splits.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **{stage: self.splits[stage] for stage in STAGES})
+        partial = path.with_name(".splits.npz.tmp")
+        try:  # through a temporary file: a full disk leaves no half-written splits
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as stream:
+                np.savez(stream, **{stage: self.splits[stage] for stage in STAGES})
+            partial.replace(path)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise AdlabError(f"{path}: could not write the split ({error.strerror or error})") from None
         return path
 
     def _epoch(self) -> int:

@@ -118,6 +118,9 @@ class TabularFeatures:
         fill: per numeric column, the value a missing one takes (median, mean or 0 of train).
         mean: per numeric column, the mean of the filled train values.
         scale: per numeric column, their standard deviation (1 for a constant column).
+        minimum: per numeric column, the smallest train value (None in checkpoints of older runs); serving
+            counts values outside `[minimum, maximum]`, which the model never saw.
+        maximum: per numeric column, the largest train value (None in checkpoints of older runs).
     """
 
     categorical: list[str]
@@ -126,6 +129,8 @@ class TabularFeatures:
     fill: list[float]
     mean: list[float]
     scale: list[float]
+    minimum: list[float] | None = None
+    maximum: list[float] | None = None
 
     VERSION: ClassVar[int] = 1
 
@@ -148,8 +153,17 @@ class TabularFeatures:
         mean = filled.mean(axis=0) if len(numeric) else np.zeros(0)
         scale = filled.std(axis=0) if len(numeric) else np.zeros(0)
         scale = np.where(scale > 0, scale, 1.0)
+        minimum = filled.min(axis=0) if len(numeric) and len(filled) else np.zeros(0)
+        maximum = filled.max(axis=0) if len(numeric) and len(filled) else np.zeros(0)
         return cls(
-            list(categorical), list(numeric), vocabularies, fill.tolist(), mean.tolist(), scale.tolist()
+            list(categorical),
+            list(numeric),
+            vocabularies,
+            fill.tolist(),
+            mean.tolist(),
+            scale.tolist(),
+            minimum.tolist(),
+            maximum.tolist(),
         )
 
     def transform(self, frame: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +190,8 @@ class TabularFeatures:
                 f"preprocessing of kind {data.get('kind')!r}, version {data.get('version')!r}: "
                 f"expected tabular preprocessing, version {cls.VERSION}"
             )
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        # minimum and maximum came later: checkpoints of older runs lack them
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 @dataclass
@@ -348,3 +363,90 @@ class ImageMeta(DataMeta):
     def image_shape(self) -> tuple[int, int, int]:
         """`(channels, height, width)` of one image."""
         return (int(self.channels), int(self.image_size[0]), int(self.image_size[1]))
+
+
+@dataclass
+class InteractionsMeta(DataMeta):
+    """What the interactions source tells a recommender about its data (`adlab.data.sources.interactions`).
+
+    Items and users are numbered from 1 in the order of `InteractionsFeatures.item_ids` / `user_ids`;
+    item index 0 is padding (an empty slot of a history), never a recommendation.
+
+    Attributes:
+        items: catalogue size (items that can be recommended), without the padding index.
+        users: users with at least one example.
+        max_length: slots of `history (rows, max_length)`: the most recent items a model reads.
+        user_attributes: user attribute columns, in the order of `user_features (rows, U)`.
+        user_cardinalities: per user attribute, its vocabulary size + 1 (code 0 is unknown).
+        item_attributes: item attribute columns, in the order of the item attribute codes.
+        item_cardinalities: per item attribute, its vocabulary size + 1 (code 0 is unknown).
+        split: "leave_one_out" (each user's last interaction is test, the one before val) or "time".
+        train_interactions: interactions in the train split.
+        dropped: what the source left out, by reason (`single_interaction_users`, `repeats`,
+            `below_min_rating`, `k_core`, `duplicates` ...), counted in interactions (users for users).
+        has_titles: whether `InteractionsFeatures.item_titles` holds item titles.
+    """
+
+    kind: ClassVar[str] = "interactions"
+    items: int = 0
+    users: int = 0
+    max_length: int = 50
+    user_attributes: list[str] = field(default_factory=list)
+    user_cardinalities: list[int] = field(default_factory=list)
+    item_attributes: list[str] = field(default_factory=list)
+    item_cardinalities: list[int] = field(default_factory=list)
+    split: str = "leave_one_out"
+    train_interactions: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    has_titles: bool = False
+
+
+@dataclass
+class InteractionsFeatures:
+    """The catalogue and what the interactions source counts on the train split (plain lists throughout).
+
+    Attributes:
+        item_ids: item index i (1-based) is `item_ids[i - 1]` (the file's ids as strings).
+        item_titles: titles in the same order (empty when the data has none).
+        user_ids: user index u (1-based) is `user_ids[u - 1]`.
+        item_codes: `(items, A)` attribute codes of each item, in item order (0: unknown value).
+        user_codes: `(users, U)` attribute codes of each user, in user order.
+        vocabularies: `"user.<column>"` / `"item.<column>"` -> sorted values; code = position + 1.
+        popularity: train interactions of each item `(items,)`, in item order.
+        history_offsets: `(users + 1,)`: user u's train items are `history_items[offsets[u-1]:offsets[u]]`.
+        history_items: every user's train items (1-based indices), oldest first.
+    """
+
+    item_ids: list[str]
+    item_titles: list[str]
+    user_ids: list[str]
+    item_codes: list[list[int]]
+    user_codes: list[list[int]]
+    vocabularies: dict[str, list[str]]
+    popularity: list[int]
+    history_offsets: list[int]
+    history_items: list[int]
+
+    VERSION: ClassVar[int] = 1
+
+    def history(self, user: int) -> list[int]:
+        """User `user`'s (1-based) train items, oldest first."""
+        return self.history_items[self.history_offsets[user - 1] : self.history_offsets[user]]
+
+    def title(self, item: int) -> str:
+        """An item's title, else its id (1-based index)."""
+        return self.item_titles[item - 1] if self.item_titles else self.item_ids[item - 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers (what checkpoints store), with kind and version."""
+        return {"kind": "interactions", "version": self.VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InteractionsFeatures:
+        """Rebuild from `to_dict`'s output; `AdlabError` when it describes something else."""
+        if data.get("kind") != "interactions" or data.get("version") != cls.VERSION:
+            raise AdlabError(
+                f"preprocessing of kind {data.get('kind')!r}, version {data.get('version')!r}: "
+                f"expected interactions preprocessing, version {cls.VERSION}"
+            )
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})

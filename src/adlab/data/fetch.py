@@ -30,6 +30,26 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("ADLAB_DATA_DIR", "data")).resolve()
 
 
+def missing_dataset_hint(path: str | Path | None, data_dir: str | Path | None) -> str | None:
+    """How to get a registry dataset's file that is missing (`path` below `<data_dir>/<dataset>/`), or None
+    when `path` exists or is not a registry dataset's."""
+    if not path or not data_dir:
+        return None
+    path, data_dir = Path(path).absolute(), Path(data_dir).absolute()
+    if path.exists() or not path.is_relative_to(data_dir):
+        return None
+    name = path.relative_to(data_dir).parts[0]
+    if name not in CATALOG:
+        return None
+    command = f"adlab-data fetch {name}"
+    if data_dir != default_data_dir():
+        command += f" --data-dir {data_dir}"
+    return (
+        f"dataset '{name}' has not been fetched into {data_dir}: run `{command}` (datasets live in "
+        "$ADLAB_DATA_DIR, else ./data; paths.data_dir=DIR reads them from elsewhere)"
+    )
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -150,19 +170,47 @@ def fetch(
     if name not in CATALOG:
         raise AdlabError(f"unknown dataset '{name}'; expected one of {sorted(CATALOG)}")
     dataset = CATALOG[name]
-    folder = (data_dir or default_data_dir()) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    if source == "official":
-        _fetch_official(dataset, folder)
-    else:
-        _fetch_registry(dataset, folder, archive_dir)
-    if dataset.prepare is not None and not all((folder / output).is_file() for output in dataset.outputs):
-        with tempfile.TemporaryDirectory(dir=folder) as staging:
-            dataset.prepare(folder, Path(staging))
-            for output in dataset.outputs:
-                os.replace(Path(staging) / output, folder / output)
-    manifest = {f.name: f.sha256 for archive in dataset.archives for f in archive.files}
-    (folder / "SHA256SUMS.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    folder = dataset_folder(data_dir, name)
+    try:
+        if source == "official":
+            _fetch_official(dataset, folder)
+        else:
+            _fetch_registry(dataset, folder, archive_dir)
+        if dataset.prepare is not None and not all((folder / output).is_file() for output in dataset.outputs):
+            with tempfile.TemporaryDirectory(dir=folder) as staging:
+                dataset.prepare(folder, Path(staging))
+                for output in dataset.outputs:
+                    os.replace(Path(staging) / output, folder / output)
+        manifest = {f.name: f.sha256 for archive in dataset.archives for f in archive.files}
+        staged = folder / ".SHA256SUMS.json.part"
+        staged.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(staged, folder / "SHA256SUMS.json")
+    except (
+        OSError
+    ) as error:  # a full disk, a quota, permissions: verified files stay, nothing is half-written
+        raise AdlabError(f"{folder}: could not write the dataset ({error.strerror or error})") from None
+    return folder
+
+
+def dataset_folder(data_dir: Path | None, name: str) -> Path:
+    """`<data_dir>/<name>/`, created; `AdlabError` naming where the data folder came from when it is a file
+    or cannot be created."""
+    root = data_dir if data_dir is not None else default_data_dir()
+    what = (
+        f"--data-dir {root}"
+        if data_dir is not None
+        else (f"ADLAB_DATA_DIR={root}" if "ADLAB_DATA_DIR" in os.environ else f"data folder {root}")
+    )
+    probe = root
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise AdlabError(f"{what}: {probe} is a file; expected a folder to hold datasets")
+    folder = root / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AdlabError(f"{what}: cannot create {folder} ({error.strerror or error})") from None
     return folder
 
 
@@ -182,7 +230,10 @@ def _fetch_registry(dataset: Dataset, folder: Path, archive_dir: Path | None) ->
                         f"{wanted.sha256}; the archive changed or is corrupt, nothing was written"
                     )
             for wanted in archive.files:
-                shutil.move(Path(workdir) / f"staged-{wanted.name}", folder / wanted.name)
+                # staged beside the target, then renamed: a verified file appears whole or not at all
+                part = folder / f".{wanted.name}.part"
+                shutil.move(Path(workdir) / f"staged-{wanted.name}", part)
+                os.replace(part, folder / wanted.name)
 
 
 def _fetch_official(dataset: Dataset, folder: Path) -> None:

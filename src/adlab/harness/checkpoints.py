@@ -232,8 +232,122 @@ def load_module(
     try:
         module.load_state_dict(stored.state_dict)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
         raise AdlabError(
-            f"{what}={stored.path}: its weights do not fit the {type(module).__name__} its config builds ({first[:200]})"
+            f"{what}={stored.path}: its weights do not fit the {type(module).__name__} its config builds "
+            f"({_state_dict_problem(error)})"
         ) from None
     return module.to(target).eval()
+
+
+def _differences(stored: Any, current: Any, path: str = "") -> list[str]:
+    """Dotted names where two plain containers differ (floats compared to 1e-9, relatively)."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        found = []
+        for key in sorted(set(stored) | set(current), key=str):
+            name = f"{path}.{key}" if path else str(key)
+            if key not in stored or key not in current:
+                found.append(name)
+            else:
+                found += _differences(stored[key], current[key], name)
+        return found
+    if isinstance(stored, (list, tuple)) and isinstance(current, (list, tuple)):
+        if len(stored) != len(current):
+            return [path]
+        return [path] if any(_differences(a, b) for a, b in zip(stored, current, strict=True)) else []
+    if isinstance(stored, float) or isinstance(current, float):
+        try:
+            same = abs(float(stored) - float(current)) <= 1e-9 * max(1.0, abs(float(stored)))
+        except (TypeError, ValueError):
+            same = False
+        return [] if same else [path]
+    return [] if stored == current else [path]
+
+
+def check_resumable(
+    path: str | Path | None,
+    cfg: DictConfig,
+    model: L.LightningModule,
+    meta: DataMeta,
+    what: str = "ckpt_path",
+) -> None:
+    """A checkpoint a training job resumes from (or tests, with `train=false`) must be this job's: the same
+    model family, the same data and split (its data meta), and weights that fit the model the config builds.
+
+    Lightning would otherwise fail with a traceback on a foreign family, or silently continue training on
+    other data (the split, the vocabularies and the scaling would no longer be the ones the weights learned).
+    Called after the data module is set up and the model built, before anything is written. The model gets
+    the checkpoint's `on_load_checkpoint` state and weights, as Lightning's own restore does next.
+    """
+    if path is None or str(path) in _UNSET:
+        return
+    stored = StoredRun.read(path, what)
+    stored_target = (stored.config.get("model") or {}).get("_target_")
+    target = cfg.model.get("_target_")
+    if stored_target != target:
+        short = (stored_target or "an unknown model").rsplit(".", 1)[-1]
+        raise AdlabError(
+            f"{what}={path}: a {short} checkpoint; this job builds {str(target).rsplit('.', 1)[-1]}; "
+            "expected a checkpoint of this job's model (resume with the command that wrote it)"
+        )
+    # the rows and the preprocessing depend on the seed and the data settings, not on batch sizes or where
+    # the file lives (the meta below compares what was read)
+    settings = _differences(_split_settings(stored.config), _split_settings(resolved_job(cfg)))
+    if settings:
+        was, now = _split_settings(stored.config), _split_settings(resolved_job(cfg))
+        shown = ", ".join(f"{key}={_get(was, key)!r} then, {_get(now, key)!r} now" for key in settings[:3])
+        raise AdlabError(
+            f"{what}={path}: trained with other data settings ({shown}); expected the seed and data.* it was "
+            "trained with, so that it resumes on the same split"
+        )
+    differences = _differences(stored.meta.to_dict(), meta.to_dict())
+    if differences:
+        shown = ", ".join(differences[:4]) + (" ..." if len(differences) > 4 else "")
+        raise AdlabError(
+            f"{what}={path}: trained on other data or another split (data meta differs in {shown}; "
+            f"dataset {stored.meta.dataset!r} then, {meta.dataset!r} now); expected the data.* and seed "
+            "it was trained with"
+        )
+    model.on_load_checkpoint(stored.checkpoint)
+    try:
+        model.load_state_dict(stored.state_dict)
+    except RuntimeError as error:
+        raise AdlabError(
+            f"{what}={path}: its weights do not fit the {type(model).__name__} this job's model.* builds "
+            f"({_state_dict_problem(error)}); expected the model settings it was trained with"
+        ) from None
+
+
+def _state_dict_problem(error: RuntimeError) -> str:
+    """The first concrete line of torch's "Error(s) in loading state_dict" message (a size mismatch ...)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    concrete = [line for line in lines if not line.startswith("Error(s) in loading")]
+    return (concrete or lines or ["weights do not match"])[0][:200]
+
+
+# data settings that do not change which rows land in which split, nor what preprocessing is fitted
+_SPLIT_NEUTRAL = {"batch_size", "eval_batch_size", "resident", "drop_last", "path", "workers", "name"}
+
+
+def _split_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """`seed` and the `data` settings that choose the rows of each split and the fitted preprocessing."""
+
+    def keep(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: keep(v) for k, v in node.items() if k not in _SPLIT_NEUTRAL}
+        return node
+
+    return {"seed": config.get("seed"), "data": keep(config.get("data") or {})}
+
+
+def resolved_job(cfg: DictConfig) -> dict[str, Any]:
+    """The seed and data settings of a job config, resolved to plain containers."""
+    return {
+        "seed": cfg.get("seed"),
+        "data": OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {},
+    }
+
+
+def _get(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree

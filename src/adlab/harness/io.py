@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from adlab.errors import AdlabError
+
 
 def _umask() -> int:
     """The process umask, read without changing it where the system says it (Linux), else set and restored."""
@@ -30,13 +32,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     not the 0600 of the temporary file, so that exported packages and metrics are readable by the group.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise AdlabError(f"{path}: cannot write in {path.parent} ({error.strerror or error})") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as error:  # a full disk, a quota: the previous file stays as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise AdlabError(
+            f"{path}: could not write ({error.strerror or error}); the previous file, if any, is intact"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

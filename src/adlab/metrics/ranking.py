@@ -89,3 +89,13 @@ def decile_table(scores: np.ndarray, targets: np.ndarray, bins: int = 10) -> lis
             }
         )
     return rows
+
+
+def score_deciles(scores: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Each row's score decile `(n,) int64` in 1..bins, 1 holding the highest scores: the rows sorted by
+    score (ties by row order) and cut into `bins` near-equal parts, as `decile_table` cuts them."""
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    deciles = np.empty(len(order), dtype=np.int64)
+    for decile, part in enumerate(np.array_split(order, bins), start=1):
+        deciles[part] = decile
+    return deciles

@@ -4,24 +4,33 @@ FastAPI on uvicorn, ONNX Runtime underneath. Endpoints:
 
 - `POST /score`: one JSON object `{feature: value}` -> `{"score": p, "model_version": v}`.
 - `POST /score/batch`: `{"rows": [{...}, ...]}` -> `{"scores": [...], "model_version": v}`.
-- `GET /health`, `GET /metadata` (model version, features, training metrics, limits).
+- `GET /health`, `GET /metadata` (model version, the features a request carries, training metrics, limits).
 
-Bad input never reaches the model unchecked and never ends in a 500: a body over `max_body_bytes` or a
-batch over `max_batch_rows` is a 413; malformed JSON or a record that does not fit the feature schema is
-a 422 whose `detail` names the feature. The per-request path parses with `json`, writes into the
+A record carries exactly the columns the model reads (`/metadata`'s `features`), plus optionally the
+training data's row id (echoed as `id` / `ids`) and its target (ignored, named in `ignored`). Values the
+training split never had (an unseen category, a number outside the train range) are scored and named in
+the answer's `warnings`.
+
+Bad input never reaches the model unchecked and never ends in a 500: a body over `max_body_bytes` (from
+the Content-Length header alone when it says so) or a batch over `max_batch_rows` is a 413; a body not
+declared as JSON is a 415; malformed JSON or a record that does not fit the feature schema is a 422 whose
+`detail` names the feature. The per-request path parses with `json`, writes into the
 scorer's preallocated row and runs a bound ONNX Runtime session on the event loop thread (scoring
 takes microseconds, less than a hand-off to a worker thread would).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from omegaconf import DictConfig
@@ -30,7 +39,7 @@ from adlab.cli import check_overrides, report_user_errors
 from adlab.errors import AdlabError
 from adlab.harness.configs import config_dir, register_resolvers
 from adlab.serving.package import load_package, model_path_overrides
-from adlab.serving.schema import SchemaError
+from adlab.serving.schema import MAX_MAGNITUDE, SchemaError
 from adlab.serving.scorer import TabularScorer
 
 JSON = "application/json"
@@ -114,21 +123,69 @@ def _parse(body: bytes) -> tuple[Any, Response | None]:
         return None, _error(422, f"body is not valid JSON ({error})")
 
 
+def _json_media_type(request: Request) -> bool:
+    """Whether the request says its body is JSON (`application/json`, `application/<x>+json`)."""
+    value = request.headers.get("content-type", "")
+    media = value.split(";", 1)[0].strip().lower()
+    return media == JSON or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _unsupported_media(request: Request) -> Response:
+    shown = request.headers.get("content-type") or "none"
+    return _error(415, f"Content-Type {shown!r}; expected {JSON} (a JSON body)")
+
+
 def _feature_schema(scorer: TabularScorer) -> dict[str, Any]:
-    """JSON Schema of one request (for /docs and clients)."""
+    """JSON Schema of one request (for /docs and clients): the columns the model reads, the optional row id
+    (echoed) and target (ignored)."""
     schema = scorer.schema
-    number: dict[str, Any] = {"type": ["number", "null"] if schema.allow_missing else "number"}
+    number: dict[str, Any] = {
+        "type": ["number", "null"] if schema.allow_missing else "number",
+        "minimum": -MAX_MAGNITUDE,
+        "maximum": MAX_MAGNITUDE,
+    }
+    categories = set(schema.categorical)
     properties: dict[str, Any] = {
         name: {"type": ["string", "null"], "examples": schema.vocabularies[name][:3]}
-        for name in schema.categorical
+        if name in categories
+        else number
+        for name in schema.required
     }
-    properties |= {name: number for name in schema.numeric}
+    if schema.id_column in schema.optional:
+        properties[schema.id_column] = {"type": ["string", "integer", "number", "null"]}
+    if schema.target in schema.optional:
+        properties[schema.target] = {"description": "the training target: ignored (named in the answer)"}
     return {
         "type": "object",
         "properties": properties,
-        "required": schema.names,
+        "required": schema.required,
         "additionalProperties": False,
     }
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}, "feature": {"type": "string"}},
+    "required": ["detail"],
+}
+WARNINGS_SCHEMA = {"type": "array", "items": {"type": "string"}}
+
+
+def _answer_schema(one: bool) -> dict[str, Any]:
+    """JSON Schema of a 200 answer of /score (`one`) or /score/batch."""
+    probability = {"type": "number", "minimum": 0, "maximum": 1}
+    properties: dict[str, Any] = {"model_version": {"type": "string"}, "warnings": WARNINGS_SCHEMA}
+    properties["ignored"] = {"type": "array", "items": {"type": "string"}}
+    if one:
+        properties |= {"score": probability, "id": {"type": ["string", "integer", "number", "null"]}}
+        required = ["score", "model_version"]
+    else:
+        properties |= {
+            "scores": {"type": "array", "items": probability},
+            "ids": {"type": "array", "items": {"type": ["string", "integer", "number", "null"]}},
+        }
+        required = ["scores", "model_version"]
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
 
 def _document_scoring(app: FastAPI, record_schema: dict[str, Any], max_batch_rows: int) -> None:
@@ -139,22 +196,30 @@ def _document_scoring(app: FastAPI, record_schema: dict[str, Any], max_batch_row
         "type": "object",
         "properties": {"rows": {"type": "array", "items": record_schema, "maxItems": max_batch_rows}},
         "required": ["rows"],
-    }
-    answers = {
-        "200": {"description": "purchase probability"},
-        "413": {"description": "body or batch over the limit"},
-        "422": {"description": "malformed JSON or a feature that does not fit the schema"},
+        "additionalProperties": False,
     }
 
-    def operation(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
+    def error(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {JSON: {"schema": ERROR_SCHEMA}}}
+
+    def operation(summary: str, schema: dict[str, Any], one: bool) -> dict[str, Any]:
         body = {"required": True, "content": {JSON: {"schema": schema}}}
+        answers = {
+            "200": {
+                "description": "purchase probability; `warnings` names values training never saw",
+                "content": {JSON: {"schema": _answer_schema(one)}},
+            },
+            "413": error("body or batch over the limit"),
+            "415": error("a body that is not declared as JSON"),
+            "422": error("malformed JSON or a feature that does not fit the schema"),
+        }
         return {"post": {"summary": summary, "requestBody": body, "responses": answers}}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            schema["paths"]["/score"] = operation("Score one customer", record_schema)
-            schema["paths"]["/score/batch"] = operation("Score a batch of customers", batch_schema)
+            schema["paths"]["/score"] = operation("Score one customer", record_schema, True)
+            schema["paths"]["/score/batch"] = operation("Score a batch of customers", batch_schema, False)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -164,12 +229,25 @@ def _document_scoring(app: FastAPI, record_schema: dict[str, Any], max_batch_row
 def service_metadata(scorer: TabularScorer, max_body_bytes: int, max_batch_rows: int) -> dict[str, Any]:
     """What /metadata answers: the package's metadata with the feature schema and the service's limits."""
     schema, metadata = scorer.schema, scorer.package.metadata
+    required = set(schema.required)
     features = [
         {"name": name, "kind": "categorical", "type": "string", "categories": schema.vocabularies[name]}
         for name in schema.categorical
+        if name in required
     ] + [
-        {"name": name, "kind": "numeric", "type": "number", "nullable": schema.allow_missing}
-        for name in schema.numeric
+        {
+            "name": name,
+            "kind": "numeric",
+            "type": "number",
+            "nullable": schema.allow_missing,
+            # the train split's range: values outside it are scored, with a warning in the answer
+            "training_range": [
+                None if not np.isfinite(schema.minimum[position]) else float(schema.minimum[position]),
+                None if not np.isfinite(schema.maximum[position]) else float(schema.maximum[position]),
+            ],
+        }
+        for position, name in enumerate(schema.numeric)
+        if name in required
     ]
     keys = (
         "model_version",
@@ -183,7 +261,12 @@ def service_metadata(scorer: TabularScorer, max_body_bytes: int, max_batch_rows:
     )
     return {
         **{key: metadata.get(key) for key in keys},
+        # what a request carries: exactly the features the model reads, plus the optional row id (echoed)
+        # and target (ignored); the training columns the model does not read are refused
         "features": features,
+        "id_column": schema.id_column if schema.id_column in schema.optional else None,
+        "target": schema.target if schema.target in schema.optional else None,
+        "unread_features": schema.unread,
         "training_metrics": metadata.get("training_metrics", {}),
         "limits": {"max_body_bytes": max_body_bytes, "max_batch_rows": max_batch_rows},
     }
@@ -219,7 +302,13 @@ def create_app(
     async def get_metadata() -> Response:
         return Response(metadata, media_type=JSON)
 
+    schema = scorer.schema
+    id_column = schema.id_column if schema.id_column in schema.optional else None
+    target = schema.target if schema.target in schema.optional else None
+
     async def score(request: Request) -> Response:
+        if not _json_media_type(request):
+            return _unsupported_media(request)
         record, error = _parse(await request.body())
         if error is not None:
             return error
@@ -227,9 +316,21 @@ def create_app(
             probability = scorer.score_record(record)
         except SchemaError as invalid:
             return _error(422, str(invalid), invalid.column)
-        return Response(b'{"score":' + repr(probability).encode() + score_tail, media_type=JSON)
+        warnings = scorer.last_record_warnings(record)
+        if not warnings and len(record) == len(schema.required):  # the usual request: nothing to add
+            return Response(b'{"score":' + repr(probability).encode() + score_tail, media_type=JSON)
+        answer: dict[str, Any] = {"score": probability, "model_version": version}
+        if id_column in record:
+            answer["id"] = record[id_column]
+        if target in record:
+            answer["ignored"] = [target]
+        if warnings:
+            answer["warnings"] = warnings
+        return _json_response(200, answer)
 
     async def score_batch(request: Request) -> Response:
+        if not _json_media_type(request):
+            return _unsupported_media(request)
         payload, error = _parse(await request.body())
         if error is not None:
             return error
@@ -239,10 +340,17 @@ def create_app(
         if type(rows) is list and len(rows) > max_batch_rows:
             return _error(413, f"{len(rows)} rows in one request; at most {max_batch_rows}")
         try:
-            scores = scorer.score_records(rows)
+            scores, warnings = scorer.score_records_with_warnings(rows)
         except SchemaError as invalid:
             return _error(422, str(invalid), invalid.column)
-        return Response(b'{"scores":' + json.dumps(scores.tolist()).encode() + score_tail, media_type=JSON)
+        answer: dict[str, Any] = {"scores": scores.tolist(), "model_version": version}
+        if id_column and any(id_column in row for row in rows):
+            answer["ids"] = [row.get(id_column) for row in rows]
+        if target and any(target in row for row in rows):
+            answer["ignored"] = [target]
+        if warnings:
+            answer["warnings"] = warnings
+        return _json_response(200, answer)
 
     # plain Starlette routes: FastAPI's dependency solving and request wrapping cost more than
     # scoring a request; their request bodies are documented in the OpenAPI schema below instead
@@ -265,8 +373,36 @@ def _hydra_main(cfg: DictConfig) -> None:
     import uvicorn
 
     app = create_app(cfg.model_path, int(cfg.max_body_bytes), int(cfg.max_batch_rows), int(cfg.threads))
+    # bound before saying so: a port in use is one line, not "serving on ..." then a traceback
+    listening = bind_socket(str(cfg.host), int(cfg.port))
     print(f"serving {app.version} on http://{cfg.host}:{cfg.port}", flush=True)
-    uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_level=cfg.log_level, access_log=False)
+    config = uvicorn.Config(app, log_level=cfg.log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[listening])
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host:port`; `AdlabError` naming them when the port is taken or the
+    address is not this machine's."""
+    if not 0 <= port <= 65535:
+        raise AdlabError(f"port={port}: expected a port number from 0 to 65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise AdlabError(f"host={host}: not a known address ({error.strerror})") from None
+    family, kind, protocol, _, address = infos[0]
+    listening = socket.socket(family, kind, protocol)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind(address)
+        listening.listen(2048)
+    except OSError as error:
+        listening.close()
+        reason = "already in use" if error.errno == errno.EADDRINUSE else error.strerror
+        raise AdlabError(
+            f"port={port}: cannot listen on {host}:{port} ({reason}); choose another port=N"
+        ) from None
+    listening.set_inheritable(True)
+    return listening
 
 
 def main() -> None:

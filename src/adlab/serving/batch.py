@@ -8,12 +8,11 @@ name and renamed at the end: a failed job leaves no half-written scores.
 
 from __future__ import annotations
 
-import csv
 import re
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -25,8 +24,9 @@ from omegaconf import DictConfig
 from adlab.cli import check_overrides, report_user_errors
 from adlab.errors import AdlabError
 from adlab.harness.configs import config_dir, register_resolvers
+from adlab.harness.report import print_outputs
 from adlab.serving.package import model_path_overrides
-from adlab.serving.schema import SchemaError, TabularSchema
+from adlab.serving.schema import Drift, SchemaError, TabularSchema
 from adlab.serving.scorer import TabularScorer, load_scorer
 
 SCORE_COLUMN = "score"
@@ -45,17 +45,38 @@ def _kind(path: Path, what: str) -> str:
 
 @dataclass
 class ScoringPlan:
-    """Which input columns are read, and what goes to the output besides the score."""
+    """Which input columns are read, and what goes to the output besides the score.
+
+    Attributes:
+        id_column: the row id copied to the output (None: the row number).
+        keep: further columns copied to the output.
+        read: every column read from the file.
+        ignored: columns present but not used, said in the summary: the training target (unless kept) and
+            the training features the model does not read.
+    """
 
     id_column: str | None
     keep: list[str]
     read: list[str]
+    ignored: list[str] = field(default_factory=list)
 
 
 def plan_columns(
     schema: TabularSchema, columns: list[str], id_column: str | None, keep: list[str], ignore: list[str]
 ) -> ScoringPlan:
-    """Check the file's header against the model: features all present, nothing unaccounted for."""
+    """Check the file's header against the model: the read features all present, nothing unaccounted for
+    (the training data's id and target, and features the model does not read, are accounted for)."""
+    if len(columns) == 1 and any(mark in columns[0] for mark in (";", "|", "\t")):
+        mark = next(m for m in (";", "|", "\t") if m in columns[0])
+        raise SchemaError(
+            f"one column named {columns[0][:40]!r}...: the file looks {mark!r}-separated; expected commas "
+            "between columns (or a parquet file)"
+        )
+    duplicated = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicated:
+        raise SchemaError(
+            f"duplicate column names {duplicated[:5]}; expected each column once", duplicated[0]
+        )
     if id_column is None and schema.id_column in columns:
         id_column = schema.id_column  # the training data's row id, when the file carries it
     elif id_column is not None and id_column not in columns:
@@ -66,19 +87,45 @@ def plan_columns(
     passthrough = [*([id_column] if id_column else []), *keep, *ignore]
     schema.check_columns(columns, passthrough)
     kept = [name for name in keep if name != id_column]
-    read = [*([id_column] if id_column else []), *kept, *schema.names]
-    return ScoringPlan(id_column, kept, list(dict.fromkeys(read)))
+    read = [*([id_column] if id_column else []), *kept, *schema.required]
+    unused = [
+        name
+        for name in columns
+        if name not in read and name not in ignore and (name == schema.target or name in schema.unread)
+    ]
+    return ScoringPlan(id_column, kept, list(dict.fromkeys(read)), unused)
+
+
+def describe_ignored(schema: TabularSchema, ignored: list[str]) -> str:
+    """The ignored columns in words: "CARAVAN (the target) and 73 columns the model does not read"."""
+    parts = [f"{name} (the target)" for name in ignored if name == schema.target]
+    unread = [name for name in ignored if name != schema.target]
+    if unread:
+        shown = ", ".join(unread[:5]) + (" ..." if len(unread) > 5 else "")
+        parts.append(f"{len(unread)} training columns the model does not read ({shown})")
+    return " and ".join(parts)
 
 
 def _csv_header(path: Path) -> tuple[list[str], int]:
-    """Column names and an estimate of bytes per row from the first lines."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as stream:
+    """Column names, as the CSV reader that scores the file parses them, and an estimate of bytes per row
+    from the first lines."""
+    with open(path, "rb") as stream:
         sample = stream.read(1 << 16)
-    lines = sample.splitlines()
-    if not lines:
+    if not sample.strip():
         raise AdlabError(f"input={path}: the file is empty, expected a header and rows")
-    header = next(csv.reader([lines[0]]))
-    row_bytes = max(1, len(sample.encode()) // max(1, len(lines)))
+    try:  # pyarrow's own parse: Python's csv module splits some lines elsewhere (a form feed, a lone \r)
+        reader = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=1 << 20))
+        header = list(reader.schema.names)
+        reader.close()
+    except UnicodeDecodeError as error:
+        raise AdlabError(
+            f"input={path}: the header is not UTF-8 text (byte {error.object[error.start : error.start + 1]!r}); "
+            "save the file as UTF-8"
+        ) from None
+    except pa.ArrowException as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise AdlabError(f"input={path}: could not parse as CSV ({first[:200]})") from None
+    row_bytes = max(1, len(sample) // max(1, sample.count(b"\n")))
     return header, row_bytes
 
 
@@ -86,8 +133,9 @@ def _csv_batches(
     path: Path, schema: TabularSchema, plan: ScoringPlan, chunk_rows: int, row_bytes: int
 ) -> Iterator[pa.RecordBatch]:
     # typed on the way in, so that a bad value fails with its column instead of being guessed into text
-    types = {name: pa.string() for name in schema.categorical} | {
-        name: pa.float64() for name in schema.numeric
+    read = set(plan.read)
+    types = {name: pa.string() for name in schema.categorical if name in read} | {
+        name: pa.float64() for name in schema.numeric if name in read
     }
     header = _csv_header(path)[0]
     block = min(max(chunk_rows * row_bytes, 1 << 20), 1 << 28)
@@ -100,10 +148,11 @@ def _csv_batches(
             ),
         )
         yield from reader
-    except pa.ArrowInvalid as error:
+    except pa.ArrowException as error:
         match = _CSV_COLUMN.search(str(error))
-        if match is None:
-            raise AdlabError(f"input={path}: could not parse as CSV ({str(error).splitlines()[0]})") from None
+        if match is None or int(match.group(1)) >= len(header):
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise AdlabError(f"input={path}: could not parse as CSV ({first[:200]})") from None
         name = header[int(match.group(1))]
         detail = str(error).split(": ", 1)[-1]
         raise SchemaError(f"column '{name}' has a value of the wrong type ({detail})", name) from None
@@ -140,6 +189,15 @@ class _Output:
             self.tmp.unlink(missing_ok=True)
 
 
+@dataclass
+class ScoringReport:
+    """What a scoring job says besides its row count: the columns it ignored, and values the training
+    split never had (`Drift`: unseen categories, numbers outside the train range), counted per column."""
+
+    ignored: list[str] = field(default_factory=list)
+    drift: Drift = field(default_factory=Drift)
+
+
 def score_file(
     scorer: TabularScorer,
     input_path: str | Path,
@@ -148,11 +206,13 @@ def score_file(
     keep: list[str] | None = None,
     ignore: list[str] | None = None,
     chunk_rows: int = 65536,
+    report: ScoringReport | None = None,
 ) -> int:
     """Score every row of `input_path` into `output_path` (id or row number, kept columns, `score`).
 
-    Returns the number of rows scored. Raises `AdlabError` (naming the column) when the file does
-    not fit the model's schema: a missing feature, an extra column, a value of the wrong type.
+    Returns the number of rows scored; `report`, when given, receives the ignored columns and the counts
+    of values training never saw. Raises `AdlabError` (naming the column) when the file does not fit the
+    model's schema: a missing feature, an extra column, a value of the wrong type.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     if chunk_rows < 1:
@@ -165,7 +225,14 @@ def score_file(
     schema = scorer.schema
     keep, ignore = list(keep or []), list(ignore or [])
     output = _Output(output_path)
+    try:  # before reading anything: a folder that cannot be written is named up front
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AdlabError(
+            f"output={output_path}: cannot create {output_path.parent} ({error.strerror})"
+        ) from None
     rows, success = 0, False
+    report = report if report is not None else ScoringReport()
     try:
         try:
             if kind == "parquet":
@@ -180,8 +247,9 @@ def score_file(
                 header, row_bytes = _csv_header(input_path)
                 plan = plan_columns(schema, header, id_column, keep, ignore)
                 batches = _csv_batches(input_path, schema, plan, chunk_rows, row_bytes)
+            report.ignored = plan.ignored
             for batch in batches:
-                scores = scorer.score_table(batch)
+                scores = scorer.score_table(batch, report.drift)
                 ids = (
                     batch.column(plan.id_column)
                     if plan.id_column
@@ -195,6 +263,11 @@ def score_file(
             raise SchemaError(f"input={input_path}: {error}", error.column) from None
         except AdlabError as error:
             raise AdlabError(f"input={input_path}: {error}") from None
+        except OSError as error:  # a full disk or a vanished folder while writing; nothing is left behind
+            raise AdlabError(
+                f"input={input_path}, output={output_path}: scoring stopped after {rows} rows "
+                f"({error.strerror or str(error).splitlines()[0]}); nothing was written"
+            ) from None
         if rows == 0:
             raise AdlabError(f"input={input_path}: the file has a header but no rows")
         success = True
@@ -208,6 +281,7 @@ def score_file(
 def _hydra_main(cfg: DictConfig) -> None:
     scorer = load_scorer(cfg.model_path, int(cfg.threads), allow_torchscript=bool(cfg.allow_torchscript))
     started = time.perf_counter()
+    report = ScoringReport()
     rows = score_file(
         scorer,
         cfg.input,
@@ -216,11 +290,21 @@ def _hydra_main(cfg: DictConfig) -> None:
         list(cfg.keep),
         list(cfg.ignore),
         int(cfg.chunk_rows),
+        report,
     )
     seconds = time.perf_counter() - started
     print(
         f"scored {rows} rows with {scorer.model_version} into {cfg.output} in {seconds:.2f} s ({rows / seconds:,.0f} rows/s)"
     )
+    if report.ignored:
+        print(f"ignored {describe_ignored(scorer.schema, report.ignored)}")
+    if report.drift:
+        # scored as in training (unseen categories share one bucket), but the scores may not mean much
+        print(
+            f"adlab: warning: input={cfg.input}: values training never saw: {report.drift.summary()}",
+            file=sys.stderr,
+        )
+    print_outputs(None, {"scores": cfg.output})
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from adlab.serving.backends import load_backend
 from adlab.serving.package import GRAPH_MAX_ROWS, ModelPackage, load_package
-from adlab.serving.schema import SchemaError, TabularSchema
+from adlab.serving.schema import Drift, SchemaError, TabularSchema
 
 
 class TabularScorer:
@@ -29,8 +29,9 @@ class TabularScorer:
         self.package = package
         self.schema = TabularSchema(package.preprocessing)
         self.backend = load_backend(package, threads, allow_torchscript)
-        self._one_categorical = np.zeros((1, len(self.schema.categorical)), dtype=np.int64)
-        self._one_numeric = np.zeros((1, len(self.schema.numeric)), dtype=np.float32)
+        # columns the model does not read keep their placeholders: requests never write them
+        self._one_categorical = self.schema.placeholder_categorical[None, :].copy()
+        self._one_numeric = self.schema.placeholder_numeric[None, :].copy()
         self.backend.bind_one(self._one_categorical, self._one_numeric)
         # rows per graph call: a large ensemble's intermediate tensors grow with the batch (older
         # packages do not say; they were plain networks)
@@ -48,17 +49,29 @@ class TabularScorer:
             raise SchemaError("feature values out of range: the model's arithmetic overflows")
         return probability
 
+    def last_record_warnings(self, record: Any) -> list[str]:
+        """What training never saw in the record `score_record` just scored (usually nothing)."""
+        return self.schema.record_warnings(record, self._one_categorical[0], self._one_numeric[0])
+
     def score_records(self, records: Any) -> np.ndarray:
         """A list of JSON objects -> probabilities `(n,) float32`."""
-        if type(records) is list and len(records) == 0:
-            return np.zeros(0, dtype=np.float32)
-        return self._score(*self.schema.encode_records(records))
+        return self.score_records_with_warnings(records, warn=False)[0]
 
-    def score_table(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
-        """An Arrow table or record batch holding (at least) the features -> probabilities `(n,) float32`."""
+    def score_records_with_warnings(self, records: Any, warn: bool = True) -> tuple[np.ndarray, list[str]]:
+        """A list of JSON objects -> probabilities `(n,) float32` and "row i: ..." lines about values
+        training never saw (see `TabularSchema.batch_warnings`)."""
+        if type(records) is list and len(records) == 0:
+            return np.zeros(0, dtype=np.float32), []
+        categorical, numeric = self.schema.encode_records(records)
+        warnings = self.schema.batch_warnings(records, categorical, numeric) if warn else []
+        return self._score(categorical, numeric), warnings
+
+    def score_table(self, table: pa.Table | pa.RecordBatch, drift: Drift | None = None) -> np.ndarray:
+        """An Arrow table or record batch holding (at least) the read features -> probabilities `(n,)
+        float32`; with `drift`, values training never saw are counted into it."""
         if table.num_rows == 0:
             return np.zeros(0, dtype=np.float32)
-        return self._score(*self.schema.encode_table(table))
+        return self._score(*self.schema.encode_table(table, drift))
 
     def _score(self, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray:
         """Encoded rows -> probabilities, in graph calls of at most `graph_rows` rows."""

@@ -11,10 +11,17 @@ import torch
 from hydra.utils import instantiate
 
 from adlab.data.datasets.fashion_mnist import FASHION_MNIST_CLASSES
+from adlab.data.features import DataMeta, TrainSplit
 from adlab.data.sources.images import ImageSource
 from adlab.data.synthetic import make_fashion_like
 from adlab.errors import AdlabError
-from adlab.families.creatives.evaluation import GenerativeScores
+from adlab.eval import evaluate
+from adlab.families.creatives.evaluation import (
+    EvaluatorNet,
+    GenerativeScores,
+    new_classifier,
+    train_evaluator,
+)
 from adlab.families.creatives.nets import diff_augment
 from adlab.families.imagery.module import ImageryModule
 from adlab.generate import generate
@@ -39,6 +46,8 @@ SMALL = [
     "data.batch_size=32",
     "data.eval_batch_size=64",
 ]
+# the built-in evaluator and the CAS classifier on tiny data: a few hundred images, one or two epochs
+QUICK_EVAL = ["model.cas_samples=200", "model.cas_epochs=1", "model.evaluator_epochs=2"]
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +176,9 @@ def test_fid_with_classifier_features_is_zero_for_identical_sets_and_grows_with_
     # KID is an unbiased estimate: about 0 (either sign) for identical sets
     assert abs(same["kid"]) < 0.05 * shifted["kid"]
     assert same["diversity_fake"] == pytest.approx(same["diversity_real"])
-    assert 0 <= same["cas"] <= 1 and len(same["cas_per_class"]) == 10
+    assert 0 <= same["generated_class_accuracy"] <= 1 and 0 <= same["evaluator_accuracy"] <= 1
+    # CAS needs a classifier trained on generated images (update_cas); not measured here
+    assert "cas" not in same
 
 
 def test_scoring_without_an_evaluator_is_a_config_error(tmp_path):
@@ -188,6 +199,7 @@ def test_creative_experiments_fast_dev_run(preset, fashion_dir, evaluator_ckpt, 
         "debug=fdr",
         f"paths.data_dir={fashion_dir}",
         f"model.evaluator_ckpt={evaluator_ckpt}",
+        *QUICK_EVAL,
     ]
     cfg = compose_config("train", [*overrides, *SMALL, *FAST], tmp_path / "run")
     assert cfg.monitor == "val/fid" and cfg.monitor_mode == "min"
@@ -209,6 +221,7 @@ def test_trained_checkpoint_generates_an_image_folder_the_source_reads(
         f"paths.data_dir={fashion_dir}",
         f"model.evaluator_ckpt={evaluator_ckpt}",
         "model.grid_samples=3",
+        *QUICK_EVAL,
     ]
     metrics = train(compose_config("train", [*overrides, *SMALL, *FAST], run))
     assert 0 <= metrics["test/cas"] <= 1
@@ -233,3 +246,107 @@ def test_trained_checkpoint_generates_an_image_folder_the_source_reads(
                 "generate", [f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "classes=[hat]"], out
             )
         )
+
+
+@pytest.mark.parametrize("preset", ["creative_dcgan", "creative_sngan"])
+def test_preset_without_an_evaluator_trains_one_and_reports_honest_figures(preset, fashion_dir, tmp_path):
+    cache = tmp_path / "evaluators"
+    overrides = [
+        f"experiment={preset}",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        f"paths.data_dir={fashion_dir}",
+        f"model.evaluator_cache_dir={cache}",
+        "model.grid_samples=2",
+        *QUICK_EVAL,
+    ]
+    run = tmp_path / "run"
+    train(compose_config("train", [*overrides, *SMALL, *FAST], run))
+    written = json.loads((run / "metrics.json").read_text())
+    wanted = {"test/fid", "test/kid", "test/fid_floor", "test/fid_noise", "test/evaluator_accuracy"}
+    if preset == "creative_sngan":
+        wanted |= {"test/cas", "test/generated_class_accuracy", "val/generated_class_accuracy"}
+    assert wanted <= set(written)
+    assert all(value == value and abs(value) != float("inf") for value in written.values()), written
+    # the evaluator learned the classes (chance: 0.1); its accuracy says how far to trust the FID scale
+    assert 0.2 < written["test/evaluator_accuracy"] <= 1 and 0 <= written.get("test/cas", 0) <= 1
+    # an untrained generator sits far above the real-vs-real floor
+    assert written["test/fid_floor"] < written["test/fid"]
+    assert 0 <= written["test/diversity_classes"] <= 10
+    assert (
+        sum(key.startswith("test/diversity_ratio_") for key in written)
+        <= written["test/diversity_classes"] + 1
+    )
+    cached = list(cache.glob("fashion_mnist-*/evaluator.pt"))
+    assert len(cached) == 1
+
+    # adlab-eval reads the evaluator and the floor's train features from the checkpoint (no train split)
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    evaluated = evaluate(
+        compose_config("eval", [f"ckpt_path={checkpoint}", "extras.print_config=false"], tmp_path / "eval")
+    )
+    for key in ("test/fid", "test/fid_floor", "test/fid_noise", "test/evaluator_accuracy"):
+        assert evaluated[key] == pytest.approx(written[key], rel=1e-4, abs=1e-6), key
+    if preset == "creative_dcgan":
+        # a resumed fit gets no train split either: its checkpoint brings the evaluator and the floor
+        resumed = train(
+            compose_config(
+                "train",
+                [
+                    *overrides,
+                    *SMALL,
+                    *FAST,
+                    f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+                    "trainer.max_epochs=2",
+                ],
+                tmp_path / "resumed",
+            )
+        )
+        assert resumed["test/fid_floor"] == pytest.approx(written["test/fid_floor"], rel=1e-4)
+        assert resumed["test/evaluator_accuracy"] == pytest.approx(written["test/evaluator_accuracy"])
+
+
+def test_a_cached_evaluator_is_reused_for_the_same_train_split(tmp_path):
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(40) % 10
+    first = train_evaluator(None, images, labels, CLASSES, epochs=1, cache_dir=tmp_path, dataset="tiny")
+    (path,) = tmp_path.glob("tiny-*/evaluator.pt")
+    written = path.stat().st_mtime_ns
+    again = train_evaluator(None, images, labels, CLASSES, epochs=1, cache_dir=tmp_path, dataset="tiny")
+    assert path.stat().st_mtime_ns == written
+    for a, b in zip(first.net.state_dict().values(), again.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # other labels are another split: trained anew, cached beside
+    train_evaluator(None, images, labels.flip(0), CLASSES, epochs=1, cache_dir=tmp_path, dataset="tiny")
+    assert len(list(tmp_path.glob("tiny-*/evaluator.pt"))) == 2
+
+
+def test_the_checkpoint_carries_the_evaluator_and_the_floor_features():
+    model = _model(
+        "creative_sngan", ["model.floor_samples=30", "model.evaluator_cache_dir=null", *QUICK_EVAL]
+    )
+    images = torch.randint(0, 256, (50, 1, 28, 28), dtype=torch.uint8)
+    model.fit_to_train(
+        TrainSplit({"image": images, "target": torch.arange(50) % 10}, DataMeta.from_dict(META))
+    )
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["creatives_floor_features"].shape == (30, 128)
+    restored = _model("creative_sngan")
+    restored.on_load_checkpoint(checkpoint)
+    assert torch.equal(restored._floor_features, model._floor_features)
+    assert torch.allclose(restored.evaluator().features(images), model.evaluator().features(images))
+
+
+def test_diversity_reports_only_classes_it_can_measure():
+    classifier = new_classifier(EvaluatorNet, CLASSES, (1, 28, 28))
+    scorer = GenerativeScores(classifier, kid=False, floor=False)
+    images = torch.randint(0, 256, (12, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.tensor([0] * 6 + [1] * 5 + [2])
+    scorer.update_real(images, labels)
+    scorer.update_fake(images, labels)
+    result = scorer.compute()
+    assert result["count_real"][:4] == [6, 5, 1, 0]
+    # one image or none: no spread (NaN in the raw list; the module reports only measured classes)
+    assert result["diversity_real"][0] > 0 and result["diversity_real"][2] != result["diversity_real"][2]

@@ -7,8 +7,10 @@ normalisation and augmentation happen on whole batches on the model's device (`a
 
 from __future__ import annotations
 
+import copy
 import gzip
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -21,8 +23,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from adlab.data.features import ImageMeta
-from adlab.data.sources.base import BuiltData
+from adlab.data.features import DataMeta, ImageMeta
+from adlab.data.sources.base import BuiltData, NewData
 from adlab.data.sources.tabular import read_table
 from adlab.errors import AdlabError
 
@@ -62,9 +64,13 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise AdlabError(f"{path}: not an idx file (bad magic number)")
     dims = data[3]
     header = 4 + 4 * dims
+    if not 1 <= dims <= 4 or len(data) < header:
+        raise AdlabError(f"{path}: idx header declares {dims} dimensions; expected 1 to 4 and their sizes")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    if 0 in shape:
+        raise AdlabError(f"{path}: idx header declares shape {shape}, which holds no items")
     dtype = np.dtype(IDX_TYPES[data[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: np.prod would overflow and wrap
     if len(data) - header != expected:
         raise AdlabError(
             f"{path}: idx header declares shape {shape} but the file holds {len(data) - header} bytes"
@@ -91,6 +97,15 @@ class ImageRaw:
     official: np.ndarray | None = None
     paths: list[str] | None = None
     skipped: list[str] = field(default_factory=list)
+
+    @property
+    def row_ids(self) -> np.ndarray | None:
+        """Each image's file (None for idx data, whose rows are numbered)."""
+        return None if self.paths is None else np.asarray(self.paths)
+
+    @property
+    def id_name(self) -> str:
+        return "row" if self.paths is None else "path"
 
 
 class ImageSource:
@@ -239,7 +254,7 @@ class ImageSource:
 
     def _load_manifest(self) -> ImageRaw:
         manifest = Path(self.path)
-        frame = read_table(manifest)
+        frame = read_table(manifest, text_columns=[self.path_column, self.label_column])
         for column in (self.path_column, self.label_column):
             if column not in frame.columns:
                 raise AdlabError(
@@ -342,6 +357,73 @@ class ImageSource:
                 return np.asarray(image, dtype=np.uint8).copy()
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+    # ------------------------------------------------------------- new files
+    def build_new(self, meta: DataMeta, preprocessing: dict, labelled: bool) -> NewData:
+        """A new folder, manifest or idx folder decoded like a trained run's images (its size and channels).
+
+        Labelled: the same layouts as for training (class sub-folders, a label column, idx labels), every
+        label one of the run's classes. Unlabelled: every image file under a folder (any depth), the path
+        column of a manifest, or the images of an idx folder. Nothing is fitted: normalisation uses the
+        run's stored channel mean and std.
+        """
+        meta.require(ImageMeta, "the imagery model")
+        source = copy.copy(self)
+        source.image_size = (int(meta.image_size[0]), int(meta.image_size[1]))
+        source.channels = int(meta.channels)
+        source.classes = list(meta.classes)
+        form = source._resolved_format()
+        if labelled:
+            raw = {"idx": source._load_idx, "folder": source._load_folder, "manifest": source._load_manifest}[
+                form
+            ]()
+        else:
+            raw = source._unlabelled(form)
+        tensors = {"image": raw.images}
+        if labelled:
+            tensors["target"] = torch.from_numpy(raw.labels)
+        notes = [f"{len(raw.skipped)} unreadable images left out"] if raw.skipped else []
+        row_ids = raw.row_ids if raw.row_ids is not None else np.arange(len(raw.images))
+        return NewData(tensors, row_ids, raw.id_name, notes=notes)
+
+    def _unlabelled(self, form: str) -> ImageRaw:
+        """Images without labels (label 0 placeholders): see `build_new`."""
+        from torchvision.datasets.folder import IMG_EXTENSIONS
+
+        root = Path(self.path)
+        if form == "idx":
+            stored = []
+            for prefix in ("train", "t10k"):
+                names = (f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-images-idx3-ubyte")
+                existing = [root / name for name in names if (root / name).is_file()]
+                if existing:
+                    stored.append(read_idx(existing[0]))
+            if not stored:
+                raise AdlabError(f"data.source.path={root}: no train-/t10k-images-idx3-ubyte file")
+            images = torch.from_numpy(np.concatenate(stored).astype(np.uint8)).unsqueeze(1)
+            if tuple(images.shape[-2:]) != self.image_size:
+                images = _resize_tensor(images, self.image_size)
+            if self.channels == 3:
+                images = images.expand(-1, 3, -1, -1).contiguous()
+            return ImageRaw(images, np.zeros(len(images), dtype=np.int64), self.classes)
+        if form == "manifest":
+            frame = read_table(root, text_columns=[self.path_column, self.label_column])
+            if self.path_column not in frame.columns:
+                raise AdlabError(
+                    f"{root}: column '{self.path_column}' not found; expected a column of image paths"
+                )
+            files = [
+                str(p if Path(p).is_absolute() else root.parent / p)
+                for p in frame[self.path_column].dropna().astype(str)
+            ]
+        else:
+            if not root.is_dir():
+                raise AdlabError(f"data.source.path={root}: not a folder")
+            extensions = tuple(e.lower() for e in IMG_EXTENSIONS)
+            files = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        if not files:
+            raise AdlabError(f"data.source.path={root}: no image files ({', '.join(IMG_EXTENSIONS)})")
+        return self._decode_all(files, np.zeros(len(files), dtype=np.int64), self.classes, None)
 
     # --------------------------------------------------------------- building
     def build(self, raw: ImageRaw, splits: dict[str, np.ndarray]) -> BuiltData:

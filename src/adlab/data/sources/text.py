@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from adlab.data.features import TextFeatures, TextMeta
+from adlab.data.features import DataMeta, TextFeatures, TextMeta
 from adlab.data.keywords import draw_keyword
-from adlab.data.sources.base import BuiltData
+from adlab.data.sources.base import BuiltData, NewData
 from adlab.data.sources.tabular import read_table
 from adlab.data.tokenizers import EXTRA, KEYWORD, TEXT, TextTokenizer, control_token
 from adlab.errors import AdlabError
@@ -88,6 +88,8 @@ class TextRaw:
     dropped_empty: int
     duplicates: int
     extra: np.ndarray | None = None  # (n,) auxiliary text of each row ("" when none), see `extra_text`
+    row_ids: np.ndarray | None = None  # (n,) each kept row's position in the file (0-based)
+    id_name: str = "row"
 
     def split_texts(self, splits: dict[str, np.ndarray], extra: bool = False) -> dict[str, list[str]]:
         """Each split's texts, in row order; with `extra`, the train split also holds its rows' non-empty
@@ -155,7 +157,9 @@ class TextSource:
 
     def load(self) -> TextRaw:
         """Read the file, check the columns, normalise whitespace, drop (and count) empty texts."""
-        frame = read_table(self.path)
+        frame = read_table(
+            self.path, text_columns=[self.text, *([self.extra_text] if self.extra_text else [])]
+        )
         wanted = [self.text, *self.conditions, *([self.extra_text] if self.extra_text else [])]
         missing = [c for c in wanted if c not in frame.columns]
         if missing:
@@ -186,7 +190,16 @@ class TextSource:
             if self.extra_text
             else None
         )
-        return TextRaw(texts, conditions, labels, texts.astype(str), dropped_empty, duplicates, extra)
+        return TextRaw(
+            texts,
+            conditions,
+            labels,
+            texts.astype(str),
+            dropped_empty,
+            duplicates,
+            extra,
+            np.flatnonzero(keep),
+        )
 
     def build(self, raw: TextRaw, splits: dict[str, np.ndarray]) -> BuiltData:
         """Fit the tokenizer and condition vocabularies on train; token tensors for every split, a
@@ -252,6 +265,72 @@ class TextSource:
         )
         features = TextFeatures(tokenizer.to_json(), self.text, self.conditions, train_texts)
         return BuiltData(tensors, meta, features)
+
+    def build_new(self, meta: DataMeta, preprocessing: dict, labelled: bool = True) -> NewData:
+        """The texts of the file at `path` tokenized with a trained run's tokenizer (nothing refitted).
+
+        Each row becomes `<conditions> <text> text <eos>` as a val/test row does (no keyword). A condition
+        value the train split never had becomes the column's `?` token and is counted in `NewData.unseen`;
+        empty texts are dropped; a sequence longer than the run's `max_tokens` is cut there (its end, and
+        `<eos>`, are not scored; `chars` then counts the characters kept). A text is its own label, so
+        `labelled` changes nothing.
+        """
+        meta.require(TextMeta, "model=copy_*")
+        features = TextFeatures.from_dict(preprocessing)
+        tokenizer = TextTokenizer.from_json(features.tokenizer)
+        frame = read_table(
+            self.path, text_columns=[self.text, *([self.extra_text] if self.extra_text else [])]
+        )
+        missing = [c for c in [features.text, *features.conditions] if c not in frame.columns]
+        if missing:
+            raise AdlabError(
+                f"data.source.path={self.path}: columns {missing} not found; the model reads the text column "
+                f"'{features.text}' and the conditions {features.conditions}"
+            )
+        texts = _clean(frame[features.text], self.sentence_chars)
+        keep = (texts != "").to_numpy()
+        if not keep.any():
+            raise AdlabError(
+                f"data.source.path={self.path}: text column '{features.text}' holds no non-empty text"
+            )
+        texts = texts[keep].to_numpy(dtype=object)
+        columns, unseen = [], {}
+        for column in features.conditions:
+            values = condition_strings(frame[column][keep])
+            known = set(meta.conditions.get(column, {})) | {MISSING_VALUE}
+            missing_id = tokenizer.token_id(control_token(column, MISSING_VALUE))
+            ids = {v: tokenizer.token_id(control_token(column, v)) for v in known if v != MISSING_VALUE}
+            new = ~values.isin(known)
+            if new.any():
+                unseen[column] = int(new.sum())
+            columns.append([ids.get(v, missing_id) for v in values])
+        text_id, limit = tokenizer.token_id(TEXT), int(meta.max_tokens)
+        examples, cut = [], 0
+        for row, encoded in enumerate(tokenizer.encode_batch(list(texts))):
+            prefix = [column[row] for column in columns] + [text_id]
+            sequence = [*prefix, *encoded, tokenizer.eos_id]
+            chars = len(texts[row]) + 1
+            if len(sequence) > limit:
+                cut += 1
+                sequence = sequence[:limit]
+                chars = len(tokenizer.tokenizer.decode(sequence[len(prefix) :]))
+            examples.append((sequence, len(prefix), max(chars, 1)))
+        length = max(len(sequence) for sequence, _, _ in examples)
+        tokens = torch.full((len(examples), length), tokenizer.pad_id, dtype=torch.int64)
+        for position, (sequence, _, _) in enumerate(examples):
+            tokens[position, : len(sequence)] = torch.tensor(sequence)
+        tensors = {
+            "tokens": tokens,
+            "prefix_length": torch.tensor([e[1] for e in examples], dtype=torch.int64),
+            "chars": torch.tensor([e[2] for e in examples], dtype=torch.int64),
+            "row": torch.arange(len(examples), dtype=torch.int64),
+        }
+        notes = []
+        if (~keep).any():
+            notes.append(f"{int((~keep).sum())} rows with an empty text left out")
+        if cut:
+            notes.append(f"{cut} text(s) longer than the model's {limit} tokens cut there")
+        return NewData(tensors, np.flatnonzero(keep), "row", unseen, notes)
 
     def _prefixes(
         self,

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from adlab.data.keywords import contains_keyword
+from adlab.errors import AdlabError
 from adlab.families.copywriting.tokenizers import CopyTokenizer
 
 WORD_ENDS = set(" .,;:!?)…")  # a next token starting with one of these means the last word was whole
@@ -49,6 +50,21 @@ class DecodingOptions:
     use_cache: bool = True
     force_keyword: bool = False
     whole_words: bool = True
+
+    def __post_init__(self) -> None:
+        # sampling settings come from the command line (adlab-generate) or a model config: named on one line
+        if not self.temperature > 0:
+            raise AdlabError(
+                f"temperature={self.temperature}: expected a positive number (1: the model's own)"
+            )
+        if self.top_k < 0:
+            raise AdlabError(f"top_k={self.top_k}: expected 0 (off) or a positive number of tokens")
+        if not 0 < self.top_p <= 1:
+            raise AdlabError(f"top_p={self.top_p}: expected a share in (0, 1] (1: off)")
+        if isinstance(self.banned_words, str) or any(not str(word).strip() for word in self.banned_words):
+            raise AdlabError(
+                f"banned_words={self.banned_words!r}: expected a list of words, e.g. banned_words=[cheap,free]"
+            )
 
 
 def filter_logits(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:

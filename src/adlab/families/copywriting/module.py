@@ -156,8 +156,8 @@ class CopywritingModule(L.LightningModule):
     def forward(self, tokens: Tensor) -> Tensor:
         return self.net(tokens)
 
-    def _token_nll(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Per-token NLL (nats) of text tokens and `<eos>` `(n_targets,)`, and their count."""
+    def _scored_targets(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Inputs and targets `(batch, time - 1)` and the mask of the targets scored: text tokens and `<eos>`."""
         tokens = batch["tokens"]
         pad = self.tokenizer.pad_id if self.tokenizer is not None else 0
         # cut the batch at its longest sequence: padding columns cost time and teach nothing
@@ -166,9 +166,43 @@ class CopywritingModule(L.LightningModule):
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
         positions = torch.arange(1, longest, device=tokens.device).unsqueeze(0)
         mask = (positions >= batch["prefix_length"].unsqueeze(1)) & (targets != pad)
+        return inputs, targets, mask
+
+    def _token_nll(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Per-token NLL (nats) of text tokens and `<eos>` `(n_targets,)`, and their count."""
+        inputs, targets, mask = self._scored_targets(batch)
         logits = self(inputs)
         nll = F.cross_entropy(logits[mask], targets[mask], reduction="none")
         return nll, mask.sum()
+
+    def predict_step(self, batch: dict[str, Tensor], batch_index: int) -> dict[str, Tensor]:
+        """`nll (batch,)` float64: each text's NLL in nats (its tokens and `<eos>`), `chars (batch,)`,
+        and the batch's `tokens` and `prefix_length` (to show the text)."""
+        inputs, targets, mask = self._scored_targets(batch)
+        nll = torch.zeros(targets.shape, dtype=torch.float64, device=targets.device)
+        nll[mask] = F.cross_entropy(self(inputs)[mask].float(), targets[mask], reduction="none").double()
+        return {
+            "nll": nll.sum(dim=1),
+            "chars": batch["chars"],
+            "tokens": batch["tokens"],
+            "prefix_length": batch["prefix_length"],
+        }
+
+    def prediction_columns(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The predictions table (`adlab.harness.predictions`): each `text`, the characters scored
+        (`chars`: its characters + 1 for its end, as `bpc` counts them) and its `bits_per_char`."""
+        if not outputs:
+            return {"text": np.zeros(0, dtype=object), "chars": np.zeros(0), "bits_per_char": np.zeros(0)}
+        texts = [
+            self.tokenizer.decode(tokens[int(start) :])
+            for tokens, start in zip(outputs["tokens"], outputs["prefix_length"], strict=True)
+        ]
+        chars = outputs["chars"].astype(np.int64)
+        return {
+            "text": np.asarray(texts, dtype=object),
+            "chars": chars,
+            "bits_per_char": outputs["nll"] / math.log(2) / np.maximum(chars, 1),
+        }
 
     def training_step(self, batch: dict[str, Tensor], batch_index: int) -> Tensor:
         nll, _ = self._token_nll(batch)
@@ -392,36 +426,36 @@ class CopywritingModule(L.LightningModule):
             )
         return matches[0]
 
-    def generate_outputs(self, cfg: DictConfig, output_dir: Path) -> Path:
+    def generate_outputs(self, options: DictConfig, output_dir: Path) -> Path:
         """`adlab-generate`: write `n` texts to `<output_dir>/generated.csv` and print them.
 
         Options (configs/generate.yaml): n, max_chars, conditions, keyword, temperature, top_k, top_p,
         banned_words, use_cache, seed.
         """
-        n = int(cfg.n)
+        n = int(options.n)
         if n <= 0:
             raise AdlabError(f"n={n}: expected a positive number of texts")
-        max_chars = int(cfg.get("max_chars", self.decoding.max_chars))
+        max_chars = int(options.get("max_chars", self.decoding.max_chars))
         if max_chars <= 0:
             raise AdlabError(f"max_chars={max_chars}: expected a positive character limit")
-        given = cfg.get("conditions")
+        given = options.get("conditions")
         conditions = OmegaConf.to_container(given, resolve=True) if given else {}
-        keyword = cfg.get("keyword")
+        keyword = options.get("keyword")
         keyword = " ".join(str(keyword).split()) if keyword not in (None, "") else None
-        options = DecodingOptions(
+        decoding = DecodingOptions(
             max_chars=max_chars,
-            temperature=float(cfg.get("temperature", 1.0)),
-            top_k=int(cfg.get("top_k", 0)),
-            top_p=float(cfg.get("top_p", 1.0)),
-            banned_words=list(cfg.get("banned_words") or []),
-            use_cache=bool(cfg.get("use_cache", True)),
-            force_keyword=bool(cfg.get("force_keyword", False)),
-            whole_words=bool(cfg.get("whole_words", True)),
+            temperature=float(options.get("temperature", 1.0)),
+            top_k=int(options.get("top_k", 0)),
+            top_p=float(options.get("top_p", 1.0)),
+            banned_words=list(options.get("banned_words") or []),
+            use_cache=bool(options.get("use_cache", True)),
+            force_keyword=bool(options.get("force_keyword", False)),
+            whole_words=bool(options.get("whole_words", True)),
         )
-        rng = np.random.default_rng(int(cfg.get("seed", 1)))
+        rng = np.random.default_rng(int(options.get("seed", 1)))
         prompts = [self._prompt(ids, keyword) for ids in self.condition_ids(conditions, n, rng)]
-        generator = torch.Generator(device=self.device).manual_seed(int(cfg.get("seed", 1)))
-        texts = self.write(prompts, options, generator, [keyword] * n)[0]
+        generator = torch.Generator(device=self.device).manual_seed(int(options.get("seed", 1)))
+        texts = self.write(prompts, decoding, generator, [keyword] * n)[0]
         rows = []
         for index, (prompt, text) in enumerate(zip(prompts, texts, strict=True)):
             row = {"sample": index, **self._describe(prompt[: len(self.condition_columns)])}

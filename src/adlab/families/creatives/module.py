@@ -22,7 +22,18 @@ from torch import Tensor, nn
 
 from adlab.data.features import DataMeta, ImageMeta, TrainSplit
 from adlab.errors import AdlabError
-from adlab.families.creatives.evaluation import GenerativeScores, InceptionFeatures, load_evaluator, to_uint8
+from adlab.families.creatives.evaluation import (
+    ClassifierFeatures,
+    EvaluatorNet,
+    GenerativeScores,
+    InceptionFeatures,
+    PixelClassifier,
+    fit_classifier,
+    load_evaluator,
+    new_classifier,
+    to_uint8,
+    train_evaluator,
+)
 from adlab.families.creatives.nets import POLICIES, DCGANDiscriminator, DCGANGenerator, diff_augment
 from adlab.families.creatives.report import CreativePlots, class_grid_figure, write_figure
 from adlab.harness.averaging import WeightAverage
@@ -70,17 +81,28 @@ class CreativesModule(L.LightningModule):
             (`adlab.harness.averaging.WeightAverage`); null: sample the live generator.
         diff_augment: DiffAugment policies applied to every discriminator input, e.g. [translation, cutout].
         grad_clip: clip each network's gradient norm to this (null: no clipping).
-        evaluator_ckpt: an adlab image-classifier checkpoint of the same data: FID/KID features, CAS and
-            diversity (needed to validate and test; not to train-free generation).
+        evaluator_ckpt: an adlab image-classifier checkpoint of the same data: FID/KID features, diversity
+            and the accuracy on generated images. Null (the default): `evaluator_net` is trained on the
+            train split before fitting (or reused from `evaluator_cache_dir`) and stored in the checkpoints.
+        evaluator_net: partial classifier net taking `image_shape`, `num_classes`, with `features(x)` and
+            `feature_dim` (default `adlab.families.creatives.evaluation.EvaluatorNet`): the built-in
+            evaluator and the CAS classifier.
+        evaluator_epochs: epochs of the built-in evaluator on the train split.
+        evaluator_cache_dir: trained evaluators are kept under `<dir>/<dataset>-<hash>/` and reused by the
+            next run on the same train split (null: train every time).
         inception_weights: torchvision Inception v3 weights file: FID/KID from its 2048-d features instead.
+        floor_samples: train images whose FID features are kept (in the checkpoint) for the floor.
+        cas_samples: generated images (spread evenly over the classes) the CAS classifier is trained on.
+        cas_epochs: epochs of the CAS classifier.
         kid_subset_size: KID subset size (cut to the number of samples).
         collapse_ratio: a class whose generated diversity is below this share of the real one is flagged
             as mode-collapsed.
         grid_samples: samples per class in the fixed-noise and class-by-sample grids.
 
     Batches: `image (batch, c, h, w) uint8`, `target (batch,) int64`. The generator works in [-1, 1].
-    The FID floor (`test/fid_floor`) compares train images with test images: the harness hands the
-    train split over before fitting (`fit_to_train`); without it the floor is not measured.
+    The FID floor (`test/fid_floor`) compares train images with test images: before fitting
+    (`fit_to_train`) the FID features of `floor_samples` train images are computed and stored in the
+    checkpoint, so `adlab-eval` and resumed fits measure the floor too.
     """
 
     def __init__(
@@ -98,7 +120,13 @@ class CreativesModule(L.LightningModule):
         diff_augment: Sequence[str] = (),
         grad_clip: float | None = None,
         evaluator_ckpt: str | None = None,
+        evaluator_net: Callable[..., nn.Module] | None = None,
+        evaluator_epochs: int = 2,
+        evaluator_cache_dir: str | None = None,
         inception_weights: str | None = None,
+        floor_samples: int = 10_000,
+        cas_samples: int = 5000,
+        cas_epochs: int = 3,
         kid_subset_size: int = 1000,
         collapse_ratio: float = 0.5,
         grid_samples: int = 10,
@@ -123,7 +151,13 @@ class CreativesModule(L.LightningModule):
         # containers (they load with weights_only=True)
         meta = image_meta.to_dict()
         self.save_hyperparameters(
-            ignore=["generator", "discriminator", "generator_optimizer", "discriminator_optimizer"]
+            ignore=[
+                "generator",
+                "discriminator",
+                "generator_optimizer",
+                "discriminator_optimizer",
+                "evaluator_net",
+            ]
         )
         self.automatic_optimization = False
         self.classes: list[str] = list(image_meta.classes)
@@ -152,7 +186,14 @@ class CreativesModule(L.LightningModule):
         self.diff_augment = tuple(diff_augment)
         self.grad_clip = grad_clip
         self.evaluator_ckpt = evaluator_ckpt
+        self.evaluator_net_factory = evaluator_net or EvaluatorNet
+        self.evaluator_epochs = evaluator_epochs
+        self.evaluator_cache_dir = evaluator_cache_dir
+        self.dataset_name = folder_name(image_meta.dataset or "data")
         self.inception_weights = inception_weights
+        self.floor_samples = floor_samples
+        self.cas_samples = cas_samples
+        self.cas_epochs = cas_epochs
         self.kid_subset_size = kid_subset_size
         self.collapse_ratio = collapse_ratio
         self.grid_samples = grid_samples
@@ -160,25 +201,45 @@ class CreativesModule(L.LightningModule):
         self._batches = 0
         # test results per class, read by the plotting callback
         self.test_report: dict[str, Any] = {}
-        self._floor_images: Tensor | None = None
+        # FID features `(rows, d) float32` of train images (fit_to_train or the checkpoint), for the floor
+        self._floor_features: Tensor | None = None
         self._floor_offset = 0
-        # the train split's images (fit_to_train), for the FID floor; a reference, not module state
-        self._train_images: Tensor | None = None
-        # the evaluator and its metrics stay out of the module tree: not in checkpoints, not trained
+        # the evaluator, its feature extractor, the CAS classifier and the metrics stay out of the module
+        # tree (not trained with the GAN); the built-in evaluator's weights go into checkpoints by hand
         self.__dict__["_scores"] = {}
         self.__dict__["_evaluator"] = None
+        self.__dict__["_fid_features"] = None
+        self.__dict__["_cas_classifier"] = None
 
-    def setup(self, stage: str) -> None:
+    def on_fit_start(self) -> None:
         # validation scores with the evaluator: a missing or mismatched one is a config error to report
-        # before the first (possibly hours long) epoch, not after it
-        validating = self._trainer is not None and self._trainer.limit_val_batches != 0
-        if stage in ("validate", "test") or (stage == "fit" and validating):
+        # before the first (possibly hours long) epoch, not after it; here (not in setup) a resumed fit's
+        # checkpoint has brought its evaluator already
+        if self.trainer.limit_val_batches != 0:
             self.evaluator()
 
     def fit_to_train(self, train: TrainSplit) -> None:
-        """The harness's hook before fitting: keep the train images `(rows, c, h, w) uint8` for the FID
-        floor of the test (a real-versus-real FID); nothing is fitted on them."""
-        self._train_images = train.tensors["image"]
+        """The harness's hook before fitting, with the train split's `image (rows, c, h, w) uint8` and
+        `target (rows,) int64`: train (or reuse) the built-in evaluator when `evaluator_ckpt` is not set,
+        and keep the FID features of a seeded sample of `floor_samples` train images for the floor."""
+        images, labels = train.tensors["image"], train.tensors["target"].long()
+        if not self.evaluator_ckpt:
+            self.__dict__["_evaluator"] = train_evaluator(
+                self.evaluator_net_factory,
+                images,
+                labels,
+                self.classes,
+                self.evaluator_epochs,
+                self.evaluator_cache_dir,
+                self.dataset_name,
+            )
+            self.__dict__["_fid_features"] = None
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[: self.floor_samples]
+        extractor = self.fid_features().to("cpu")
+        with torch.no_grad():
+            self._floor_features = torch.cat(
+                [extractor(images[order[i : i + 1000]]) for i in range(0, len(order), 1000)]
+            ).cpu()
 
     # ------------------------------------------------------------------------------ weight average
     def on_train_start(self) -> None:
@@ -192,9 +253,25 @@ class CreativesModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.weight_average.save(checkpoint, self.generator, "generator.")
+        # plain tensors (they load with weights_only=True): eval and resume score as the fit did
+        evaluator = self.__dict__["_evaluator"]
+        if isinstance(evaluator, PixelClassifier):
+            checkpoint["creatives_evaluator"] = {
+                k: v.detach().cpu() for k, v in evaluator.net.state_dict().items()
+            }
+        if self._floor_features is not None:
+            checkpoint["creatives_floor_features"] = self._floor_features
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.weight_average.load(checkpoint)
+        stored = checkpoint.get("creatives_evaluator")
+        if stored and not self.evaluator_ckpt:
+            evaluator = new_classifier(self.evaluator_net_factory, self.classes, self.image_shape)
+            evaluator.net.load_state_dict(stored)
+            self.__dict__["_evaluator"] = evaluator.eval().requires_grad_(False)
+            self.__dict__["_fid_features"] = None
+        if checkpoint.get("creatives_floor_features") is not None:
+            self._floor_features = checkpoint["creatives_floor_features"]
 
     # --------------------------------------------------------------------------------- sampling
     def noise(self, count: int, seed: int | None = None) -> Tensor:
@@ -308,12 +385,14 @@ class CreativesModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------- evaluation
     def evaluator(self) -> nn.Module:
-        """The classifier of `evaluator_ckpt`, loaded once (`AdlabError` when not configured)."""
+        """The evaluator: the classifier of `evaluator_ckpt` (loaded once), or the built-in one trained in
+        `fit_to_train` or read from the checkpoint (`AdlabError` when there is neither)."""
         if self.__dict__["_evaluator"] is None:
             if not self.evaluator_ckpt:
                 raise AdlabError(
-                    "model.evaluator_ckpt is not set; scoring generated images needs an image classifier of the "
-                    "same data: adlab-train experiment=imagery_fashion_cpu, then model.evaluator_ckpt=<its best.ckpt>"
+                    "no evaluator to score generated images: model.evaluator_ckpt is not set and no train split "
+                    "was handed over to train one (the harness does it before a fresh fit); expected "
+                    "adlab-train, or model.evaluator_ckpt=<an imagery classifier's best.ckpt>"
                 )
             evaluator = load_evaluator(self.evaluator_ckpt)
             if list(evaluator.classes) != self.classes or tuple(evaluator.image_shape) != self.image_shape:
@@ -324,14 +403,29 @@ class CreativesModule(L.LightningModule):
             self.__dict__["_evaluator"] = evaluator
         return self.__dict__["_evaluator"]
 
+    def fid_features(self) -> nn.Module:
+        """The FID/KID feature extractor: Inception v3 with `inception_weights`, else the evaluator's."""
+        if self.__dict__["_fid_features"] is None:
+            self.__dict__["_fid_features"] = (
+                InceptionFeatures(self.inception_weights)
+                if self.inception_weights
+                else ClassifierFeatures(self.evaluator())
+            )
+        return self.__dict__["_fid_features"]
+
     def scores(self, stage: str) -> GenerativeScores:
-        """The stage's scorer on this module's device (val: FID and CAS; test: everything)."""
+        """The stage's scorer on this module's device (val: FID and the evaluator's accuracy on generated
+        images; test: everything)."""
         scorers = self.__dict__["_scores"]
-        if stage not in scorers:
-            features = InceptionFeatures(self.inception_weights) if self.inception_weights else None
+        if stage not in scorers or scorers[stage].classifier is not self.evaluator():
             full = stage == "test"
             scorers[stage] = GenerativeScores(
-                self.evaluator(), features, kid=full, kid_subset_size=self.kid_subset_size, floor=full
+                self.evaluator(),
+                self.fid_features(),
+                kid=full,
+                kid_subset_size=self.kid_subset_size,
+                floor=full,
+                noise=full,
             )
         return scorers[stage].to(self.device)
 
@@ -353,69 +447,97 @@ class CreativesModule(L.LightningModule):
         scores = self.__dict__["_scores"]["val"]
         result = scores.compute()
         logged = {"val/fid": result["fid"]}
-        if "cas" in result:
-            logged["val/cas"] = result["cas"]
+        if "generated_class_accuracy" in result:
+            logged["val/generated_class_accuracy"] = result["generated_class_accuracy"]
         self.log_dict(logged)
         scores.reset()
 
     def on_test_epoch_start(self) -> None:
         self.scores("test").reset()
-        self._floor_images = self._shuffled_train_images()
         self._floor_offset = 0
-
-    def _shuffled_train_images(self) -> Tensor | None:
-        """A seeded shuffle of the train images (for the real-versus-real floor), when handed over."""
-        images = self._train_images
-        if images is None:
+        if self._floor_features is None:
             log.warning(
-                "no train split was handed to the model (fit_to_train); test/fid_floor is not measured"
+                "no train features for the floor (fit_to_train, or the checkpoint): test/fid_floor is not measured"
             )
-            return None
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-        return images[order]
+        self.__dict__["_cas_classifier"] = self._train_cas_classifier() if self.conditional else None
+
+    def _train_cas_classifier(self) -> PixelClassifier:
+        """A fresh `evaluator_net` trained on `cas_samples` generated images (the classes in turn, seeded
+        noise), for the classification accuracy score on the real test images."""
+        labels = torch.arange(self.cas_samples) % len(self.classes)
+        images = self.sample(labels, self.noise(len(labels), seed=20_000)).cpu()
+        classifier = new_classifier(self.evaluator_net_factory, self.classes, self.image_shape).to(
+            self.device
+        )
+        return fit_classifier(classifier, images, labels, self.cas_epochs, seed=1)
 
     def test_step(self, batch: dict[str, Tensor], batch_index: int) -> None:
         self._score_batch("test", batch, batch_index)
-        if self._floor_images is not None:
+        scores = self.__dict__["_scores"]["test"]
+        images, labels = batch["image"], batch["target"]
+        if self._floor_features is not None:
             # as many train images as test images: FID is biased by the sample size, so both match
-            count = len(batch["image"])
-            floor = self._floor_images[self._floor_offset : self._floor_offset + count]
-            self._floor_offset += count
+            floor = self._floor_features[self._floor_offset : self._floor_offset + len(images)]
+            self._floor_offset += len(images)
             if len(floor):
-                self.__dict__["_scores"]["test"].update_floor(floor.to(self.device))
+                scores.update_floor(floor.to(self.device))
+        noise = torch.Generator().manual_seed(30_000 + batch_index)
+        scores.update_noise(
+            torch.randint(0, 256, images.shape, generator=noise, dtype=torch.uint8).to(self.device)
+        )
+        cas_classifier = self.__dict__["_cas_classifier"]
+        if cas_classifier is not None:
+            scores.update_cas(cas_classifier(cas_classifier.prepare(images)), labels)
 
     def on_test_epoch_end(self) -> None:
         scores = self.__dict__["_scores"]["test"]
         result = scores.compute()
-        logged = {"test/fid": result["fid"], "test/kid": result["kid"], "test/kid_std": result["kid_std"]}
-        for name in ("fid_floor", "kid_floor"):
-            if name in result:
-                logged[f"test/{name}"] = result[name]
+        measured = (
+            "fid",
+            "kid",
+            "kid_std",
+            "fid_floor",
+            "kid_floor",
+            "fid_noise",
+            "evaluator_accuracy",
+            "generated_class_accuracy",
+            "cas",
+        )
+        logged = {f"test/{key}": result[key] for key in measured if key in result}
         rows = []
         for index, key in enumerate(self.class_keys):
             real, fake = result["diversity_real"][index], result["diversity_fake"][index]
-            ratio = fake / real if real and real == real else float("nan")
+            count_real, count_fake = result["count_real"][index], result["count_fake"][index]
+            # a spread needs two images of the class on each side; an unconditional generator whose images
+            # the evaluator never (or once) puts in a class has dropped that mode: collapsed, no ratio
+            measured = count_real >= 2 and count_fake >= 2 and real > 0
+            ratio = fake / real if measured else None
             row = {
                 "class": self.classes[index],
-                "diversity_real": real,
-                "diversity_generated": fake,
+                "images_real": count_real,
+                "images_generated": count_fake,
+                "diversity_real": real if count_real >= 2 else None,
+                "diversity_generated": fake if count_fake >= 2 else None,
                 "diversity_ratio": ratio,
-                "collapsed": bool(ratio < self.collapse_ratio),
+                "collapsed": bool(ratio < self.collapse_ratio) if measured else count_real >= 2,
             }
             if "cas_per_class" in result:
-                row["cas"] = result["cas_per_class"][index]
-                logged[f"test/cas_{key}"] = row["cas"]
-            logged[f"test/diversity_ratio_{key}"] = ratio
+                # a class without test images has no accuracy (torchmetrics would say 0)
+                row["cas"] = result["cas_per_class"][index] if count_real else None
+                if count_real:
+                    logged[f"test/cas_{key}"] = row["cas"]
+            if measured:
+                logged[f"test/diversity_ratio_{key}"] = ratio
             rows.append(row)
-        if "cas" in result:
-            logged["test/cas"] = result["cas"]
-        ratios = torch.tensor([row["diversity_ratio"] for row in rows])
-        logged["test/diversity_ratio_min"] = float(ratios.nan_to_num(float("inf")).min())
+        ratios = [row["diversity_ratio"] for row in rows if row["diversity_ratio"] is not None]
+        logged["test/diversity_classes"] = float(len(ratios))
+        if ratios:
+            logged["test/diversity_ratio_min"] = float(min(ratios))
         logged["test/collapsed_classes"] = float(sum(row["collapsed"] for row in rows))
         self.log_dict(logged)
         self.test_report = {"classes": rows, "collapse_ratio": self.collapse_ratio}
         scores.reset()
-        self._floor_images = None
+        self.__dict__["_cas_classifier"] = None
 
     def configure_callbacks(self) -> list[L.Callback]:
         attached = any(isinstance(c, CreativePlots) for c in self.trainer.callbacks)

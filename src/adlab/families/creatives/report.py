@@ -57,18 +57,19 @@ def write_figure(figure: Any, path: Path) -> Path:
 
 
 def diversity_figure(rows: list[dict[str, Any]], collapse_ratio: float) -> Any:
-    """Bars of real and generated per-class feature spread; classes below `collapse_ratio` x real in red."""
+    """Bars of real and generated per-class feature spread; classes below `collapse_ratio` x real in red
+    (a class with fewer than two images on a side has no bar on that side)."""
     plt = _pyplot()
+
+    def heights(column: str) -> list[float]:
+        return [float("nan") if row[column] is None else row[column] for row in rows]
+
     names = [row["class"] for row in rows]
     positions = torch.arange(len(rows)).float()
     figure, axis = plt.subplots(figsize=(max(5, 0.7 * len(rows)), 3.2))
-    axis.bar(
-        positions - 0.2, [row["diversity_real"] for row in rows], 0.4, color="#999999", label="real (test)"
-    )
+    axis.bar(positions - 0.2, heights("diversity_real"), 0.4, color="#999999", label="real (test)")
     colours = ["#d62728" if row["collapsed"] else "#1f77b4" for row in rows]
-    axis.bar(
-        positions + 0.2, [row["diversity_generated"] for row in rows], 0.4, color=colours, label="generated"
-    )
+    axis.bar(positions + 0.2, heights("diversity_generated"), 0.4, color=colours, label="generated")
     axis.set_xticks(positions.tolist(), names, rotation=35, ha="right", fontsize=8)
     axis.set_ylabel("RMS distance between two images\n(evaluator features)", fontsize=8)
     collapsed = [row["class"] for row in rows if row["collapsed"]]
@@ -88,7 +89,8 @@ class CreativePlots(L.Callback):
     - every training epoch: `plots/samples_epoch_<k>.png`, the same noise and classes each time
       (rows: classes, `per_class` columns), so the epochs can be compared picture by picture;
     - after testing: `plots/class_grid.png`, `plots/interpolation.png`, `plots/diversity.png` and
-      `diversity.csv` (per class: real and generated spread, their ratio, the collapse flag, CAS).
+      `diversity.csv` (per class: image counts, real and generated spread, their ratio (empty below two
+      images a side), the collapse flag, CAS).
 
     Args:
         per_class: samples per class in the grids.

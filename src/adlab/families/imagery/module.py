@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -237,9 +238,26 @@ class ImageryModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
 
-    def predict_step(self, batch: dict[str, Tensor], batch_index: int) -> Tensor:
-        """Class probabilities `(batch, num_classes)`."""
-        return torch.softmax(self(batch["image"]).float(), dim=1)
+    def predict_step(self, batch: dict[str, Tensor], batch_index: int) -> dict[str, Tensor]:
+        """`probabilities (batch, num_classes)`; `target (batch,)` passed through when the batch has it."""
+        outputs = {"probabilities": torch.softmax(self(batch["image"]).float(), dim=1)}
+        if "target" in batch:
+            outputs["target"] = batch["target"]
+        return outputs
+
+    def prediction_columns(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The predictions table (`adlab.harness.predictions`): `predicted_class`, its `probability`,
+        `true_class` when the rows had labels, and `probability_<class key>` for every class."""
+        probabilities = outputs.get("probabilities", np.zeros((0, len(self.classes)), dtype=np.float32))
+        classes = np.asarray(self.classes, dtype=object)
+        columns = {
+            "predicted_class": classes[probabilities.argmax(axis=1)],
+            "probability": probabilities.max(axis=1, initial=0.0),
+        }
+        if "target" in outputs:
+            columns["true_class"] = classes[outputs["target"]]
+        columns.update({f"probability_{key}": probabilities[:, k] for k, key in enumerate(self.class_keys)})
+        return columns
 
     def configure_callbacks(self) -> list[L.Callback]:
         # attached by every trainer that tests this model (adlab-train and adlab-eval alike), once

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ from adlab.harness.build import (
     checkpoint_callback,
     prepare_model,
 )
+from adlab.harness.callbacks import time_budget
 from adlab.harness.checkpoints import load_checkpoint
+from adlab.harness.console import label_progress
 from adlab.harness.fit import Fitted, PlainFit
 
 log = logging.getLogger(__name__)
@@ -150,8 +153,14 @@ class CrossFit(PlainFit):
         folds = self.cut(datamodule)
         out_of_fold = torch.zeros(len(folds[0].held_out))
         modules = []
+        # a time budget (trainer.max_time) is for the whole cross-fit: each fold gets its share of what is left
+        budget, started = time_budget(cfg.trainer.get("max_time")), time.monotonic()
         for fold, part in enumerate(folds):
             fold_cfg = self.fold_config(cfg, fold)
+            if budget is not None:
+                with open_dict(fold_cfg):
+                    left = max(budget - (time.monotonic() - started), 1.0)
+                    fold_cfg.trainer.max_time = left / (self.folds - fold)
             network = build_model(fold_cfg, part.data.meta)
             fold_resolved = {**resolved, "fit": {**resolved.get("fit", {}), "fold": fold}}
             fold_dir = Path(fold_cfg.paths.output_dir)
@@ -160,6 +169,7 @@ class CrossFit(PlainFit):
                 build_callbacks(fold_cfg, fold_resolved),
                 [CSVLogger(str(fold_dir), name="csv", version="")],
             )
+            label_progress(fold_trainer, f"fold {fold + 1}/{self.folds}")
             prepare_model(network, part.data)
             fold_trainer.fit(network, datamodule=part.data)
             if fold_trainer.interrupted:
@@ -177,7 +187,7 @@ class CrossFit(PlainFit):
                     fold + 1,
                     self.folds,
                     cfg.get("monitor"),
-                    callback.best_model_score,
+                    None if callback.best_model_score is None else round(float(callback.best_model_score), 4),
                 )
             modules.append(network.cpu())
         # the pool module serves the pool rows in order as val: the targets of the out-of-fold scores
@@ -242,4 +252,4 @@ class SaveEnsemble(L.Callback):
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         for name in ("best", "last"):
-            trainer.save_checkpoint(self.checkpoint_dir / f"{name}.ckpt")
+            trainer.save_checkpoint(self.checkpoint_dir / f"{name}.ckpt", weights_only=False)

@@ -166,12 +166,33 @@ def propensity_spec(model: nn.Module, stored: StoredRun) -> ExportSpec:
             warnings.warn(
                 f"the folded scoring graph differs by {gap:.2g}; exporting the unfolded graph", stacklevel=2
             )
+    # which columns the network reads (a selected model reads a few): serving asks only for those
+    categorical_index, numeric_index = model.column_selection()
+    reads_categorical = set(
+        range(len(state.categorical)) if categorical_index is None else categorical_index.tolist()
+    )
+    reads_numeric = set(range(len(state.numeric)) if numeric_index is None else numeric_index.tolist())
     features = [
-        {"name": name, "kind": "categorical", "vocabulary": state.vocabularies[name]}
-        for name in state.categorical
+        {
+            "name": name,
+            "kind": "categorical",
+            "vocabulary": state.vocabularies[name],
+            "reads": position in reads_categorical,
+        }
+        for position, name in enumerate(state.categorical)
     ] + [
-        {"name": name, "kind": "numeric", "fill": fill, "mean": mean, "scale": scale}
-        for name, fill, mean, scale in zip(state.numeric, state.fill, state.mean, state.scale, strict=True)
+        {
+            "name": name,
+            "kind": "numeric",
+            "fill": state.fill[position],
+            "mean": state.mean[position],
+            "scale": state.scale[position],
+            "reads": position in reads_numeric,
+            # the train split's range (null for runs trained before it was recorded): serving warns outside it
+            "min": state.minimum[position] if state.minimum is not None else None,
+            "max": state.maximum[position] if state.maximum is not None else None,
+        }
+        for position, name in enumerate(state.numeric)
     ]
     preprocessing = {
         **preprocessing_header("tabular"),

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -22,6 +23,7 @@ from adlab.harness.averaging import WeightAverage
 from adlab.harness.checkpoints import StoredRun
 from adlab.harness.exporting import ExportSpec
 from adlab.metrics.binary import PropensityMetrics
+from adlab.metrics.ranking import score_deciles
 
 CALIBRATIONS = (None, "temperature", "isotonic")
 log = logging.getLogger(__name__)
@@ -418,9 +420,22 @@ class PropensityModule(L.LightningModule):
             self._report = PropensityReport(self.calibration, self.hparams.top_fraction)
         return [self._report]
 
-    def predict_step(self, batch: dict[str, Tensor], batch_index: int) -> Tensor:
-        """Purchase probabilities `(batch,)`."""
-        return torch.sigmoid(self(batch["categorical"], batch["numeric"]))
+    def predict_step(self, batch: dict[str, Tensor], batch_index: int) -> dict[str, Tensor]:
+        """`score (batch,)`: purchase probabilities; `target (batch,)` passed through when the batch has it."""
+        outputs = {"score": torch.sigmoid(self(batch["categorical"], batch["numeric"]))}
+        if "target" in batch:
+            outputs["target"] = batch["target"]
+        return outputs
+
+    def prediction_columns(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The predictions table (`adlab.harness.predictions`): `score` (probability of buying), `decile`
+        (1 = the tenth of the scored customers with the highest scores, as in `decile_table.csv`) and
+        `target` (0/1) when the rows had one."""
+        scores = outputs.get("score", np.zeros(0, dtype=np.float32))
+        columns = {"score": scores, "decile": score_deciles(scores)}
+        if "target" in outputs:
+            columns["target"] = outputs["target"].astype(np.int64)
+        return columns
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())

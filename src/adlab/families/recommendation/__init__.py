@@ -1,0 +1,1 @@
+"""Product recommendation: next-item recommenders (SASRec-style, two-tower) ranked over the whole catalogue."""

@@ -1,0 +1,1 @@
+"""Customer value: forecast each customer's next-period spend from a transaction log and rate customers."""
