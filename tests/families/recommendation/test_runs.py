@@ -138,3 +138,29 @@ def test_the_optuna_preset_searches_keys_both_models_have(movielens_like, tmp_pa
     assert cfg.optimized_metric == "val/ndcg_at_10"
     for key in cfg.hydra.sweeper.params:
         assert OmegaConf.select(cfg, key) is not None, key
+
+
+def test_the_package_recommends_excluding_seen_items_with_a_popularity_fallback(trained_two_tower):
+    from adlab.export import export_checkpoint
+    from adlab.serving.package import load_package
+    from adlab.serving.recommender import RecommenderScorer
+
+    scorer = RecommenderScorer(
+        load_package(export_checkpoint(trained_two_tower / "checkpoints" / "best.ckpt"))
+    )
+    answer = scorer.recommend(["3", "4", "no-such-film", 5], k=5)
+    assert len(answer.items) == 5 and not {"3", "4", "5"} & set(answer.items)
+    assert answer.unknown == 1 and answer.fallback is None and answer.titles[0].startswith("Film ")
+    assert answer.scores == sorted(answer.scores, reverse=True)
+    empty = scorer.recommend(["no-such-film"], k=3)
+    assert empty.fallback == "popularity" and empty.items == [scorer.item_ids[i] for i in scorer._popular[:3]]
+    similar = scorer.similar("7", k=4)
+    assert len(similar.items) == 4 and "7" not in similar.items
+    for call, message in [
+        (lambda: scorer.recommend(["3"], k=0), "k=0: expected"),
+        (lambda: scorer.recommend(["3"], k=41), "k=41: expected"),
+        (lambda: scorer.recommend("3", k=2), "expected a list of item ids"),
+        (lambda: scorer.similar("no-such-film"), "not in the catalogue"),
+    ]:
+        with pytest.raises(AdlabError, match=message):
+            call()
