@@ -10,7 +10,7 @@ turns every row into token ids, so the vocabulary is part of the text batch cont
 vocabularies are of the tabular one (`TabularFeatures`). A source never imports a model family, and a
 tokenizer injected from the family through the data config would make every text dataset name one family.
 What only a copy-writing model needs on top (per-token text pieces for decoding under a character limit,
-the `tokenizer.json` artifact) is `adlab.families.copywriting.tokenizers.CopyTokenizer`, a subclass
+the `tokenizer.json` artifact) is `CopyTokenizer` (families/copywriting/tokenizers.py), a subclass
 rebuilt from the same JSON, so token ids are the same on both sides by construction.
 """
 

@@ -2,7 +2,7 @@
 
 Every image is decoded once, converted to grey or RGB and resized to one size, so that a split is a
 single `(n, channels, height, width) uint8` tensor and a batch is one tensor gather. Scaling to float,
-normalisation and augmentation happen on whole batches on the model's device (`adlab.families.imagery.augment`).
+normalisation and augmentation happen on whole batches on the model's device (the imagery family's augment.py).
 """
 
 from __future__ import annotations
