@@ -283,7 +283,10 @@ def test_concurrent_appends_lose_no_ledger_line(tmp_path):
     """Two processes append 150 lines of 9 kB each (beyond what one write is guaranteed to carry): all 300
     lines arrive whole."""
     ledger = tmp_path / "ledger.jsonl"
-    context = multiprocessing.get_context("spawn")
+    # fork: the children need not import this module's torch and Lightning again (spawn where no fork)
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
     workers = [context.Process(target=_append_many, args=(str(ledger), w, 150)) for w in range(2)]
     for worker in workers:
         worker.start()

@@ -435,3 +435,15 @@ def test_every_case_is_documented():
     documented, tested = documented_case_ids(), tested_case_ids()
     assert tested - documented == set(), f"cases missing from {DOC.name}"
     assert documented - tested == set(), f"cases in {DOC.name} without a test"
+
+
+def test_quoted_library_messages_end_on_a_word():
+    """case: message-cut-mid-sentence (a library's message quoted in a line was cut at character 200)"""
+    from adlab.errors import excerpt
+
+    long = "Expected 88 fields in line 901, saw 40; " + "the rest of a long explanation " * 10
+    quoted = excerpt(long)
+    assert len(quoted) <= 204 and quoted.endswith(" ...") and long.startswith(quoted[:-4])
+    assert not quoted[:-4].endswith(("explanati", "th"))
+    assert excerpt("first line\nsecond line") == "first line ..."
+    assert excerpt("short.") == "short."

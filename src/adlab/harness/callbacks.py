@@ -327,8 +327,10 @@ class MonitoredMetric(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.checked or trainer.sanity_checking or not self.monitor:
             return
-        self.checked = True
         logged = sorted(key for key in trainer.callback_metrics if key.startswith("val"))
+        if not logged:
+            return  # a validation that logged nothing (yet): checked at the next one
+        self.checked = True
         if self.monitor not in trainer.callback_metrics:
             raise AdlabError(
                 f"monitor={self.monitor}: {type(pl_module).__name__} logs no such metric; expected one of "

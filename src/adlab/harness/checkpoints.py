@@ -26,7 +26,7 @@ from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
 from adlab.data.features import DataMeta
-from adlab.errors import AdlabError
+from adlab.errors import AdlabError, excerpt
 from adlab.harness.build import build_model
 
 SAFE_LOAD: dict[str, Any] = {"weights_only": True}
@@ -80,10 +80,10 @@ def safe_torch_load(path: Path, what: str, expected: str) -> Any:
             found = re.search(r"WeightsUnpickler error: ([^\n]*)", message)
             detail = found.group(1).split(". ")[0] if found else "an object torch does not allow"
             raise AdlabError(
-                f"{what}={path}: refused: its pickle holds more than tensors and plain containers ({detail[:200]})"
+                f"{what}={path}: refused: its pickle holds more than tensors and plain containers ({excerpt(detail)})"
             ) from None
         first = next((line for line in message.splitlines() if line.strip()), type(error).__name__)
-        raise AdlabError(f"{what}={path}: not a PyTorch checkpoint ({first.strip()[:200]})") from None
+        raise AdlabError(f"{what}={path}: not a PyTorch checkpoint ({excerpt(first)})") from None
 
 
 def load_checkpoint(path: str | Path | None, what: str = "ckpt_path") -> dict[str, Any]:
@@ -129,7 +129,7 @@ def load_weights(path: str | Path | None, what: str) -> dict[str, Tensor]:
         try:
             return load_safetensors(path, device="cpu")
         except Exception as error:  # safetensors raises its own error types for a damaged header
-            raise AdlabError(f"{what}={path}: not a safetensors file ({str(error)[:200]})") from None
+            raise AdlabError(f"{what}={path}: not a safetensors file ({excerpt(error)})") from None
     state = safe_torch_load(path, what, expected)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -321,7 +321,7 @@ def _state_dict_problem(error: RuntimeError) -> str:
     """The first concrete line of torch's "Error(s) in loading state_dict" message (a size mismatch ...)."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     concrete = [line for line in lines if not line.startswith("Error(s) in loading")]
-    return (concrete or lines or ["weights do not match"])[0][:200]
+    return excerpt((concrete or lines or ["weights do not match"])[0])
 
 
 # data settings that do not change which rows land in which split, nor what preprocessing is fitted

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from adlab.cli import check_overrides, report_user_errors
-from adlab.errors import AdlabError
+from adlab.errors import AdlabError, excerpt
 from adlab.harness.configs import config_dir, register_resolvers
 from adlab.harness.report import print_outputs
 from adlab.serving.package import model_path_overrides
@@ -69,7 +69,7 @@ def plan_columns(
     if len(columns) == 1 and any(mark in columns[0] for mark in (";", "|", "\t")):
         mark = next(m for m in (";", "|", "\t") if m in columns[0])
         raise SchemaError(
-            f"one column named {columns[0][:40]!r}...: the file looks {mark!r}-separated; expected commas "
+            f"one column named {excerpt(columns[0], 40)!r}: the file looks {mark!r}-separated; expected commas "
             "between columns (or a parquet file)"
         )
     duplicated = sorted({name for name in columns if columns.count(name) > 1})
@@ -123,8 +123,7 @@ def _csv_header(path: Path) -> tuple[list[str], int]:
             "save the file as UTF-8"
         ) from None
     except pa.ArrowException as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AdlabError(f"input={path}: could not parse as CSV ({first[:200]})") from None
+        raise AdlabError(f"input={path}: could not parse as CSV ({excerpt(error)})") from None
     row_bytes = max(1, len(sample) // max(1, sample.count(b"\n")))
     return header, row_bytes
 
@@ -151,8 +150,7 @@ def _csv_batches(
     except pa.ArrowException as error:
         match = _CSV_COLUMN.search(str(error))
         if match is None or int(match.group(1)) >= len(header):
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise AdlabError(f"input={path}: could not parse as CSV ({first[:200]})") from None
+            raise AdlabError(f"input={path}: could not parse as CSV ({excerpt(error)})") from None
         name = header[int(match.group(1))]
         detail = str(error).split(": ", 1)[-1]
         raise SchemaError(f"column '{name}' has a value of the wrong type ({detail})", name) from None

@@ -17,7 +17,7 @@ from pyarrow.lib import ArrowException
 
 from adlab.data.features import MISSING, UNKNOWN, DataMeta, TabularFeatures, TabularMeta
 from adlab.data.sources.base import BuiltData, NewData
-from adlab.errors import AdlabError
+from adlab.errors import AdlabError, excerpt
 
 IMPUTE_CHOICES = (None, "median", "mean", "zero")
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")  # text tables; parquet besides
@@ -119,8 +119,7 @@ def read_table(
             f"position {error.start}); save it as UTF-8 or parquet"
         ) from None
     except (ValueError, OSError, csv.Error, pd.errors.ParserError, ArrowException) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AdlabError(f"{what}={path}: could not parse as {kind} ({first})") from None
+        raise AdlabError(f"{what}={path}: could not parse as {kind} ({excerpt(error)})") from None
     names = [str(name) for name in header]
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
@@ -130,7 +129,7 @@ def read_table(
     if len(names) == 1 and any(mark in names[0] for mark in (";", "|", "\t")):
         mark = next(m for m in (";", "|", "\t") if m in names[0])
         raise AdlabError(
-            f"{what}={path}: one column named {names[0][:60]!r}: the file looks {mark!r}-separated; expected "
+            f"{what}={path}: one column named {excerpt(names[0], 60)!r}: the file looks {mark!r}-separated; expected "
             "commas between columns (or a .tsv file for tabs, or parquet)"
         )
     unnamed = [
@@ -191,7 +190,7 @@ def _is_number(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
-_ID_WORD = re.compile(r"(?:^|[^A-Za-z])(?:id|ids|ID|Id|IDs)(?:$|[^a-z])|[a-z0-9](?:ID|Id)s?$")
+_ID_WORD = re.compile(r"(?:^|[^A-Za-z])(?:id|ids|ID|Id|IDs)(?![A-Za-z])|[a-z0-9](?:ID|Id)s?$")
 
 
 def looks_like_id(name: Any, values: pd.Series) -> bool:
