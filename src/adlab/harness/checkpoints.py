@@ -76,7 +76,7 @@ def safe_torch_load(path: Path, what: str, expected: str) -> Any:
                 f"{what}={path}: refused: loading it would call {refused} (a pickled callable, not weights); "
                 "adlab loads checkpoints as tensors and plain containers only"
             ) from None
-        if "Weights only load failed" in message:  # torch's text goes on to suggest weights_only=False
+        if "Weights only load failed" in message:  # torch goes on to suggest an unsafe load: not repeated
             found = re.search(r"WeightsUnpickler error: ([^\n]*)", message)
             detail = found.group(1).split(". ")[0] if found else "an object torch does not allow"
             raise AdlabError(

