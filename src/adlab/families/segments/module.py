@@ -17,19 +17,16 @@ from torch import Tensor
 from adlab.data.features import DataMeta, TabularMeta, TrainSplit, TransactionsMeta
 from adlab.errors import AdlabError
 from adlab.families.segments.metrics import segment_metrics, segment_shares
-from adlab.families.segments.nets import TabularAutoencoder, soft_assignment, target_distribution
+from adlab.families.segments.nets import (
+    TabularAutoencoder,
+    batch_inputs,
+    soft_assignment,
+    target_distribution,
+)
 from adlab.families.segments.report import SegmentReport, name_segments, segment_profile
 
 log = logging.getLogger(__name__)
 ENCODE_BATCH = 8192
-
-
-def batch_inputs(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
-    """`(numeric (rows, N) float32, categorical (rows, C) int64 | None)` of a transactions or tabular batch."""
-    if "features" in batch:
-        return batch["features"].float(), None
-    categorical = batch.get("categorical")
-    return batch["numeric"].float(), categorical if categorical is not None and categorical.shape[1] else None
 
 
 class SegmentModule(L.LightningModule):

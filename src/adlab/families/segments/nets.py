@@ -85,3 +85,11 @@ def target_distribution(q: Tensor, frequency: Tensor | None = None) -> Tensor:
     frequency = q.sum(dim=0) if frequency is None else frequency
     weight = q.pow(2) / frequency.clamp_min(1e-12)
     return weight / weight.sum(dim=1, keepdim=True)
+
+
+def batch_inputs(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+    """`(numeric (rows, N) float32, categorical (rows, C) int64 | None)` of a transactions or tabular batch."""
+    if "features" in batch:
+        return batch["features"].float(), None
+    categorical = batch.get("categorical")
+    return batch["numeric"].float(), categorical if categorical is not None and categorical.shape[1] else None

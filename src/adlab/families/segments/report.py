@@ -21,6 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from adlab.families.segments.nets import batch_inputs
 from adlab.harness.artifacts import save_figure, save_table
 
 TOP_FEATURES = 3
@@ -157,8 +158,6 @@ class SegmentReport(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        from adlab.families.segments.module import batch_inputs
-
         numeric, categorical = batch_inputs(batch)
         latent = pl_module(numeric, categorical)
         segment, distance = pl_module.assign(latent)
