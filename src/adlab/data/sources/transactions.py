@@ -12,7 +12,6 @@ negative amounts are refunds, handled by `refunds`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,97 +20,33 @@ import numpy as np
 import pandas as pd
 import torch
 
+from adlab.data.customer_features import (
+    CALIBRATION_COLUMNS,
+    PERIODS,
+    REFUNDS,
+    SEQUENCE_CHANNELS,
+    LogFormat,
+    customer_summary,
+    parse_amounts,
+    parse_dates,
+    period_index,
+    validate_log,
+)
 from adlab.data.features import DataMeta, TransactionsFeatures, TransactionsMeta
 from adlab.data.sources.base import BuiltData, NewData
 from adlab.errors import AdlabError
 
-PERIODS = ("week", "month")
-REFUNDS = ("net", "drop", "error")
 SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "whitespace": r"\s+"}
-SEQUENCE_CHANNELS = ("log_spend", "bought", "active")
-# raw calibration statistics handed to baselines (BG/NBD's x, t_x, T in days; Gamma-Gamma's mean spend)
-CALIBRATION_COLUMNS = (
-    "frequency",
-    "recency_days",
-    "tenure_days",
-    "repeat_mean_spend",
-    "total_spend",
-    "orders",
-)
-_CURRENCY = re.compile(r"[$€£¥₹\s]|[A-Z]{3}")
-_PLAIN_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)$")
-_GROUPED_NUMBER = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")
-
-
-def parse_amounts(values: pd.Series, column: str) -> np.ndarray:
-    """Amounts as float64: numbers, or strings such as "$1,234.50", "1234.5 EUR" and "(12.00)" (negative).
-
-    A comma is read only as a thousands separator ("1,234"); "12,50" and any other text is refused with
-    `AdlabError` naming the column and the first such value (a decimal comma is ambiguous).
-    """
-    if pd.api.types.is_bool_dtype(values):
-        raise AdlabError(f"amount column '{column}' holds true/false values; expected numeric amounts")
-    if pd.api.types.is_numeric_dtype(values):
-        amounts = values.to_numpy(dtype=np.float64)
-    else:
-        text = values.astype("string").str.strip()
-        negative = text.str.startswith("(", na=False) & text.str.endswith(")", na=False)
-        cleaned = text.str.strip("()").str.replace(_CURRENCY, "", regex=True)
-        valid = cleaned.str.match(_PLAIN_NUMBER) | cleaned.str.match(_GROUPED_NUMBER)
-        bad = ~valid.fillna(False) & text.notna()
-        if bad.any():
-            first = values[bad.to_numpy()].iloc[0]
-            raise AdlabError(
-                f"amount column '{column}' has {int(bad.sum())} non-numeric values (first: {first!r}); "
-                "expected numbers such as 12.5 or $1,234.50"
-            )
-        amounts = pd.to_numeric(cleaned.str.replace(",", "", regex=False)).to_numpy(dtype=np.float64)
-        amounts = np.where(negative.fillna(False).to_numpy(), -np.abs(amounts), amounts)
-    missing = ~np.isfinite(amounts)
-    if missing.any():
-        raise AdlabError(f"amount column '{column}' has {int(missing.sum())} missing or infinite values")
-    return amounts
-
-
-def parse_dates(values: pd.Series, column: str, date_format: str | None, dayfirst: bool) -> pd.Series:
-    """Dates as datetime64 (day precision).
-
-    `date_format` None reads ISO 8601 ("1997-01-31", with or without a time) and 8-digit `%Y%m%d`
-    ("19970131"); `dayfirst=True` reads "31/01/1997" and "31.01.1997"; otherwise `date_format` is a
-    strftime pattern. Unparseable values raise `AdlabError` naming the column and the first bad value.
-    """
-    text = values.astype("string").str.strip()
-    if text.isna().any():
-        raise AdlabError(f"date column '{column}' has {int(text.isna().sum())} missing values")
-    if date_format is None and not dayfirst and text.str.fullmatch(r"\d{8}").all():
-        date_format = "%Y%m%d"
-    try:
-        if date_format is not None:
-            parsed = pd.to_datetime(text, format=date_format)
-        elif dayfirst:
-            parsed = pd.to_datetime(text, dayfirst=True, format="mixed")
-        else:
-            parsed = pd.to_datetime(text, format="ISO8601")
-    except (ValueError, TypeError):
-        parsed = pd.to_datetime(
-            text,
-            format=date_format or ("mixed" if dayfirst else "ISO8601"),
-            dayfirst=dayfirst,
-            errors="coerce",
-        )
-        first = values[parsed.isna().to_numpy()].iloc[0] if parsed.isna().any() else text.iloc[0]
-        how = (
-            f"format {date_format!r}"
-            if date_format
-            else ("day-first dates" if dayfirst else "ISO dates such as 1997-01-31, or 19970131")
-        )
-        raise AdlabError(
-            f"date column '{column}' has values that are not dates (first: {first!r}); expected {how} "
-            "(set data.source.date_format or data.source.dayfirst=true)"
-        ) from None
-    if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_localize(None)
-    return parsed.dt.normalize()
+# re-exported: callers of the source keep importing them from here
+__all__ = [
+    "CALIBRATION_COLUMNS",
+    "SEQUENCE_CHANNELS",
+    "TransactionsSource",
+    "generate_transactions",
+    "parse_amounts",
+    "parse_dates",
+    "period_index",
+]
 
 
 def _day(value: str, name: str) -> pd.Timestamp:
@@ -257,43 +192,21 @@ class TransactionsSource:
             raise AdlabError(f"data.source.path={path}: the file has a header but no rows")
         return frame
 
+    @property
+    def log_format(self) -> LogFormat:
+        """How the log is read (columns, dates, refunds): what an exported package repeats for new logs."""
+        return LogFormat(
+            **self.columns,
+            quantity=self.quantity,
+            product=self.product,
+            date_format=self.date_format,
+            dayfirst=self.dayfirst,
+            refunds=self.refunds,
+        )
+
     def transactions(self) -> pd.DataFrame:
         """The validated log: `customer str, date datetime64, amount float64[, quantity, product]`."""
-        frame = self.read_frame()
-        wanted = {**self.columns, "quantity": self.quantity, "product": self.product}
-        missing = [f"{role} '{name}'" for role, name in wanted.items() if name and name not in frame.columns]
-        if missing:
-            raise AdlabError(
-                f"data.source.path={self.path}: no {', '.join(missing)} column; the file has "
-                f"{list(frame.columns)[:20]} (set data.source.customer/date/amount)"
-            )
-        customers = frame[self.columns["customer"]]
-        if customers.isna().any():
-            raise AdlabError(
-                f"customer column '{self.columns['customer']}' has {int(customers.isna().sum())} missing values"
-            )
-        log = pd.DataFrame(
-            {
-                "customer": customers.astype(str).str.strip().to_numpy(),
-                "date": parse_dates(
-                    frame[self.columns["date"]], self.columns["date"], self.date_format, self.dayfirst
-                ).to_numpy(),
-                "amount": parse_amounts(frame[self.columns["amount"]], self.columns["amount"]),
-            }
-        )
-        if self.quantity:
-            log["quantity"] = parse_amounts(frame[self.quantity], self.quantity)
-        if self.product:
-            log["product"] = frame[self.product].astype(str).to_numpy()
-        refunds = log["amount"] < 0
-        if refunds.any() and self.refunds == "error":
-            raise AdlabError(
-                f"amount column '{self.columns['amount']}' has {int(refunds.sum())} negative amounts (refunds); "
-                "set data.source.refunds=net or drop"
-            )
-        if self.refunds == "drop":
-            log = log[~refunds].reset_index(drop=True)
-        return log
+        return validate_log(self.read_frame(), self.log_format, f"data.source.path={self.path}")
 
     def _check_window(self, log: pd.DataFrame) -> None:
         first, last = log["date"].min(), log["date"].max()
@@ -325,16 +238,14 @@ class TransactionsSource:
 
     def _summarise(self, log: pd.DataFrame, periods: int, calibration_days: int) -> TransactionsRaw:
         """Per-customer features, sequence and holdout spend of a validated log."""
-        calibration_log = log[log["date"] <= self.cutoff]
         holdout_log = log[(log["date"] > self.cutoff) & (log["date"] <= self.holdout_end)]
-        summary = calibration_features(
-            calibration_log, self.cutoff, has_quantity=bool(self.quantity), has_product=bool(self.product)
+        summary, sequence = customer_summary(
+            log, self.cutoff, self.period, periods, bool(self.quantity), bool(self.product)
         )
         customers = summary.index.to_numpy()
         holdout_spend = holdout_log.groupby("customer")["amount"].sum()
         # a net refund of a calibration purchase in the holdout is not negative value to forecast
         target = holdout_spend.reindex(customers, fill_value=0.0).clip(lower=0.0).to_numpy(dtype=np.float64)
-        sequence = spend_sequence(calibration_log, customers, self.cutoff, self.period, periods)
         return TransactionsRaw(
             customers=customers.astype(str),
             features=summary.to_numpy(dtype=np.float64),
@@ -427,108 +338,6 @@ class TransactionsSource:
             holdout_days=raw.holdout_days,
         )
         return BuiltData(tensors=tensors, meta=meta, state=scaling)
-
-
-def period_index(dates: pd.Series, cutoff: pd.Timestamp, period: str) -> pd.Series:
-    """Periods before the cutoff: 0 for the week (month) ending at the cutoff, 1 for the one before ..."""
-    if period == "week":
-        return (cutoff - dates).dt.days // 7
-    return (cutoff.year - dates.dt.year) * 12 + (cutoff.month - dates.dt.month)
-
-
-def calibration_features(
-    log: pd.DataFrame, cutoff: pd.Timestamp, has_quantity: bool = False, has_product: bool = False
-) -> pd.DataFrame:
-    """Per-customer features from transactions dated on or before `cutoff` (the caller filters; refunds
-    have negative amounts). Days are counted back from the cutoff. Index: customer id, sorted.
-
-    Columns: the BG/NBD summary (`frequency` = repeat purchase days, `recency_days` = first to last
-    purchase, `tenure_days` = first purchase to cutoff), monetary value (total, mean, max, first, last,
-    spread of order spend; `repeat_mean_spend` = Gamma-Gamma's mean spend of the repeat orders),
-    inter-purchase gaps (mean, spread, last, and days since the last purchase over the mean gap), recent
-    activity (orders and spend in the last 30 and 90 days), the spend rate per day of tenure, refunds,
-    and optionally units and distinct products. Undefined values (gaps of one-order customers) are 0.
-    """
-    if (log["date"] > cutoff).any():
-        raise ValueError("calibration_features: transactions after the cutoff")
-    refunds = log[log["amount"] < 0]
-    purchases = log[log["amount"] >= 0]
-    orders = (
-        purchases.groupby(["customer", "date"], as_index=False)["amount"]
-        .sum()
-        .sort_values(["customer", "date"])
-    )
-    orders["days_before"] = (cutoff - orders["date"]).dt.days
-    orders["gap"] = orders.groupby("customer")["date"].diff().dt.days
-    orders["repeat"] = orders.groupby("customer").cumcount() > 0
-    grouped = orders.groupby("customer")
-    count = grouped.size()
-    first, last = grouped["days_before"].max(), grouped["days_before"].min()
-    total = grouped["amount"].sum()
-    recent30 = orders[orders["days_before"] < 30].groupby("customer")
-    recent90 = orders[orders["days_before"] < 90].groupby("customer")
-    repeat = orders[orders["repeat"]].groupby("customer")["amount"].mean()
-    frame = pd.DataFrame(
-        {
-            "frequency": count - 1,
-            "recency_days": first - last,
-            "tenure_days": first,
-            "days_since_last": last,
-            "total_spend": total,
-            "mean_order_spend": grouped["amount"].mean(),
-            "max_order_spend": grouped["amount"].max(),
-            "first_order_spend": grouped["amount"].first(),
-            "last_order_spend": grouped["amount"].last(),
-            "std_order_spend": grouped["amount"].std(ddof=0),
-            "repeat_mean_spend": repeat,
-            "mean_gap_days": grouped["gap"].mean(),
-            "std_gap_days": grouped["gap"].std(ddof=0),
-            "last_gap_days": grouped["gap"].last(),
-            "orders_last_30_days": recent30.size(),
-            "orders_last_90_days": recent90.size(),
-            "spend_last_90_days": recent90["amount"].sum(),
-        }
-    )
-    frame = frame.fillna({c: 0.0 for c in frame.columns})
-    frame["overdue"] = np.where(
-        frame["mean_gap_days"] > 0, frame["days_since_last"] / frame["mean_gap_days"].clip(lower=1), 0.0
-    )
-    frame["spend_per_day"] = frame["total_spend"] / (frame["tenure_days"] + 1)
-    frame["orders"] = count
-    frame["refunds"] = refunds.groupby("customer").size().reindex(frame.index, fill_value=0)
-    frame["refund_spend"] = -refunds.groupby("customer")["amount"].sum().reindex(frame.index, fill_value=0.0)
-    if has_quantity:
-        units = purchases.groupby("customer")["quantity"].sum().reindex(frame.index, fill_value=0.0)
-        frame["units"] = units
-        frame["units_per_order"] = units / count
-    if has_product:
-        frame["distinct_products"] = (
-            purchases.groupby("customer")["product"].nunique().reindex(frame.index, fill_value=0)
-        )
-    return frame.astype(np.float64).sort_index()
-
-
-def spend_sequence(
-    log: pd.DataFrame, customers: np.ndarray, cutoff: pd.Timestamp, period: str, periods: int
-) -> np.ndarray:
-    """`(len(customers), periods, 3)` float32: per period (oldest first, the cutoff's period last)
-    log1p of the net spend (refunds subtract, floored at 0), whether the customer bought, and whether
-    the customer had made a first purchase by then ("active")."""
-    row = pd.Series(np.arange(len(customers)), index=customers)
-    steps = period_index(log["date"], cutoff, period)
-    kept = log.assign(step=steps.to_numpy(), row=row.reindex(log["customer"]).to_numpy())
-    kept = kept[kept["step"] < periods]
-    spend = np.zeros((len(customers), periods), dtype=np.float64)
-    bought = np.zeros((len(customers), periods), dtype=np.float32)
-    position = periods - 1 - kept["step"].to_numpy()
-    np.add.at(spend, (kept["row"].to_numpy(), position), kept["amount"].to_numpy())
-    purchases = kept["amount"].to_numpy() >= 0
-    bought[kept["row"].to_numpy()[purchases], position[purchases]] = 1.0
-    first_step = period_index(log[log["amount"] >= 0].groupby("customer")["date"].min(), cutoff, period)
-    first_position = periods - 1 - first_step.reindex(customers).to_numpy()
-    active = (np.arange(periods)[None, :] >= first_position[:, None]).astype(np.float32)
-    sequence = np.stack([np.log1p(np.clip(spend, 0, None)).astype(np.float32), bought, active], axis=2)
-    return sequence
 
 
 def generate_transactions(
