@@ -4,13 +4,18 @@ The file is read in chunks of `chunk_rows` rows (parquet row batches; CSV blocks
 rows), each chunk is checked against the model's feature schema, scored and appended to the output,
 so memory holds one chunk whatever the size of the file. The output is written under a temporary
 name and renamed at the end: a failed job leaves no half-written scores.
+
+That is the tabular kind (propensity scorers). `adlab-score` takes a package by the kind of data its
+`preprocessing.json` names: a kind registers its batch job by being a module `adlab.serving.batch_<kind>`
+that defines `score_job(cfg: DictConfig, package: ModelPackage) -> None` (cfg: configs/score.yaml; it
+writes `cfg.output` and prints what it did; a user's mistake raises `AdlabError`). The tabular job is
+serving/batch_tabular.py; the helpers here (`TableOutput`, `file_kind`) are for every kind.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +29,18 @@ from omegaconf import DictConfig
 from adlab.cli import check_overrides, report_user_errors
 from adlab.errors import AdlabError, excerpt
 from adlab.harness.configs import config_dir, register_resolvers
-from adlab.harness.report import print_outputs
-from adlab.serving.package import model_path_overrides
+from adlab.serving.package import kind_module, load_package, model_path_overrides
 from adlab.serving.schema import Drift, SchemaError, TabularSchema
-from adlab.serving.scorer import TabularScorer, load_scorer
+from adlab.serving.scorer import TabularScorer
 
+KIND_MODULE_PREFIX = "batch_"  # serving/batch_<kind>.py
 SCORE_COLUMN = "score"
 ROW_COLUMN = "row"  # written when the file has no id column: the row's position in the file (0-based)
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+)")
 
 
-def _kind(path: Path, what: str) -> str:
+def file_kind(path: Path, what: str) -> str:
+    """"csv" or "parquet" from the file name; `AdlabError` naming `what` otherwise."""
     suffixes = "".join(path.suffixes).lower()
     if suffixes.endswith((".parquet", ".pq")):
         return "parquet"
@@ -160,12 +166,12 @@ def _parquet_batches(file: pq.ParquetFile, plan: ScoringPlan, chunk_rows: int) -
     yield from file.iter_batches(batch_size=chunk_rows, columns=plan.read)
 
 
-class _Output:
+class TableOutput:
     """Appends scored chunks to a CSV or parquet file written under a temporary name."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.kind = _kind(path, "output")
+        self.kind = file_kind(path, "output")
         self.tmp = path.with_name(f".{path.name}.tmp")
         self.writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
 
@@ -219,10 +225,10 @@ def score_file(
         raise AdlabError(f"input={input_path}: file not found")
     if input_path.resolve() == output_path.resolve():
         raise AdlabError(f"output={output_path}: would overwrite the input")
-    kind = _kind(input_path, "input")
+    kind = file_kind(input_path, "input")
     schema = scorer.schema
     keep, ignore = list(keep or []), list(ignore or [])
-    output = _Output(output_path)
+    output = TableOutput(output_path)
     try:  # before reading anything: a folder that cannot be written is named up front
         output_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -277,32 +283,8 @@ def score_file(
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="score")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
-    scorer = load_scorer(cfg.model_path, int(cfg.threads), allow_torchscript=bool(cfg.allow_torchscript))
-    started = time.perf_counter()
-    report = ScoringReport()
-    rows = score_file(
-        scorer,
-        cfg.input,
-        cfg.output,
-        cfg.get("id_column"),
-        list(cfg.keep),
-        list(cfg.ignore),
-        int(cfg.chunk_rows),
-        report,
-    )
-    seconds = time.perf_counter() - started
-    print(
-        f"scored {rows} rows with {scorer.model_version} into {cfg.output} in {seconds:.2f} s ({rows / seconds:,.0f} rows/s)"
-    )
-    if report.ignored:
-        print(f"ignored {describe_ignored(scorer.schema, report.ignored)}")
-    if report.drift:
-        # scored as in training (unseen categories share one bucket), but the scores may not mean much
-        print(
-            f"adlab: warning: input={cfg.input}: values training never saw: {report.drift.summary()}",
-            file=sys.stderr,
-        )
-    print_outputs(None, {"scores": cfg.output})
+    package = load_package(cfg.model_path)
+    kind_module(package, KIND_MODULE_PREFIX, "adlab-score").score_job(cfg, package)
 
 
 def main() -> None:

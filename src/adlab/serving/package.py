@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from adlab.errors import AdlabError
@@ -85,3 +89,27 @@ def load_package(path: str | Path, what: str = "model") -> ModelPackage:
     if not package.model_path.is_file():
         raise AdlabError(f"{what}={path}: graph file {package.model_path.name} is missing")
     return package
+
+
+def served_kinds(prefix: str) -> list[str]:
+    """The kinds of data with a module `adlab.serving.<prefix><kind>`, sorted."""
+    import adlab.serving as serving
+
+    return sorted(
+        info.name[len(prefix) :]
+        for info in pkgutil.iter_modules(serving.__path__)
+        if info.name.startswith(prefix)
+    )
+
+
+def kind_module(package: ModelPackage, prefix: str, tool: str, what: str = "model") -> ModuleType:
+    """The module `adlab.serving.<prefix><kind>` that handles the package's kind of data (its
+    `preprocessing.json` `kind`) in `tool`; `AdlabError` naming the package when there is none."""
+    kind = package.preprocessing.get("kind")
+    kinds = served_kinds(prefix)
+    if not isinstance(kind, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", kind) or kind not in kinds:
+        raise AdlabError(
+            f"{what}={package.directory}: a package of {kind!r} data; {tool} takes packages of "
+            f"{', '.join(map(repr, kinds))} data"
+        )
+    return importlib.import_module(f"adlab.serving.{prefix}{kind}")

@@ -21,10 +21,7 @@ is not JSON) and answers with `json_response` / `error`; a request that does not
 
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
-import re
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -32,11 +29,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from adlab.errors import AdlabError
-from adlab.serving.package import ModelPackage
+from adlab.serving.package import ModelPackage, kind_module
 
 JSON = "application/json"
-KIND_MODULE_PREFIX = "routes_"
+KIND_MODULE_PREFIX = "routes_"  # serving/routes_<kind>.py
 
 
 @dataclass(frozen=True)
@@ -131,26 +127,9 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
-def served_kinds() -> list[str]:
-    """The kinds with a routes module, sorted."""
-    import adlab.serving as serving
-
-    return sorted(
-        info.name[len(KIND_MODULE_PREFIX) :]
-        for info in pkgutil.iter_modules(serving.__path__)
-        if info.name.startswith(KIND_MODULE_PREFIX)
-    )
-
-
 def kind_routes(package: ModelPackage, what: str = "model") -> ModuleType:
     """The routes module of the package's kind; `AdlabError` naming the package when no module serves it."""
-    kind = package.preprocessing.get("kind")
-    if not isinstance(kind, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", kind) or kind not in served_kinds():
-        raise AdlabError(
-            f"{what}={package.directory}: a package of {kind!r} data; adlab-serve serves the kinds "
-            f"{', '.join(served_kinds())}"
-        )
-    return importlib.import_module(f"adlab.serving.{KIND_MODULE_PREFIX}{kind}")
+    return kind_module(package, KIND_MODULE_PREFIX, "adlab-serve", what)
 
 
 def package_facts(package: ModelPackage) -> dict[str, Any]:
