@@ -31,6 +31,34 @@ CALIBRATION_COLUMNS = (
     "total_spend",
     "orders",
 )
+# what each calibration feature is, for readers of an exported package (`preprocessing.json`)
+FEATURE_DEFINITIONS = {
+    "frequency": "repeat purchase days: purchase days (a customer's non-negative lines of one day) minus one",
+    "recency_days": "days from the first to the last purchase day",
+    "tenure_days": "days from the first purchase day to the cutoff",
+    "days_since_last": "days from the last purchase day to the cutoff",
+    "total_spend": "sum of the purchase days' spend",
+    "mean_order_spend": "mean spend per purchase day",
+    "max_order_spend": "largest spend of a purchase day",
+    "first_order_spend": "spend of the first purchase day",
+    "last_order_spend": "spend of the last purchase day",
+    "std_order_spend": "standard deviation (ddof 0) of spend per purchase day",
+    "repeat_mean_spend": "mean spend of the purchase days after the first (0 without any)",
+    "mean_gap_days": "mean days between consecutive purchase days (0 for one purchase day)",
+    "std_gap_days": "standard deviation (ddof 0) of those gaps (0 for one purchase day)",
+    "last_gap_days": "days between the last two purchase days (0 for one purchase day)",
+    "orders_last_30_days": "purchase days fewer than 30 days before the cutoff",
+    "orders_last_90_days": "purchase days fewer than 90 days before the cutoff",
+    "spend_last_90_days": "spend of those purchase days",
+    "overdue": "days_since_last / max(mean_gap_days, 1) when mean_gap_days > 0, else 0",
+    "spend_per_day": "total_spend / (tenure_days + 1)",
+    "orders": "purchase days",
+    "refunds": "lines with a negative amount",
+    "refund_spend": "minus the sum of the negative amounts",
+    "units": "sum of the quantity column over non-negative lines",
+    "units_per_order": "units / orders",
+    "distinct_products": "distinct values of the product column over non-negative lines",
+}
 _CURRENCY = re.compile(r"[$€£¥₹\s]|[A-Z]{3}")
 _PLAIN_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)$")
 _GROUPED_NUMBER = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")

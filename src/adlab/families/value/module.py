@@ -226,5 +226,12 @@ class ValueModule(L.LightningModule):
         )
         return [] if attached else [ValueReport()]
 
+    def export_spec(self, stored: Any) -> Any:
+        """`adlab-export`'s hook: raw calibration features in, expected spend and probability of buying out,
+        the feature scaling in the graph and the log's reading rules beside it (`value_spec`)."""
+        from adlab.families.value.export import value_spec
+
+        return value_spec(self, stored)
+
     def configure_optimizers(self) -> Any:
         return self.optimizer_factory(self.parameters())
