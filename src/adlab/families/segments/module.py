@@ -416,5 +416,13 @@ class SegmentModule(L.LightningModule):
         )
         return [] if attached else [SegmentReport()]
 
+    def export_spec(self, stored: Any) -> Any:
+        """`adlab-export`'s hook: raw calibration features in, segment and distance to its centre out, the
+        feature scaling in the graph and the log's reading rules and segment names beside it
+        (`segments_spec`; transactions data only)."""
+        from adlab.families.segments.export import segments_spec
+
+        return segments_spec(self, stored)
+
     def configure_optimizers(self) -> Any:
         return self.optimizer_factory(self.parameters())
