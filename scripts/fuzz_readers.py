@@ -11,7 +11,9 @@ inputs belong in `tests/data/test_readers_fuzz.py` as regression cases once fixe
 
 Readers: tabular-csv, tabular-parquet (TabularSource.load), image (an ImageFolder of one fuzzed file beside a
 valid one), idx (read_idx), text (TextSource.load and build), schema-json (TabularSchema.encode_record of a
-JSON body), score-csv (adlab-score's CSV path: header plan, typed chunks, encode_table).
+JSON body), score-csv (adlab-score's CSV path: header plan, typed chunks, encode_table), transactions
+(TransactionsSource.load and build: a customer/date/amount log), interactions (InteractionsSource.load and
+build: a user/item/time log, leave-one-out and time split).
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-READERS = ["tabular-csv", "tabular-parquet", "image", "idx", "text", "schema-json", "score-csv"]
+READERS = [
+    "tabular-csv", "tabular-parquet", "image", "idx", "text", "schema-json", "score-csv", "transactions",
+    "interactions",
+]  # fmt: skip
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 PREPROCESSING = {
     "kind": "tabular",
@@ -81,6 +86,21 @@ def seeds(reader: str) -> list[bytes]:
         return [
             b'{"region": "east", "code": "2", "age": 33.5}',
             b'{"region": null, "code": 10, "age": null, "customer_id": 7}',
+        ]
+    if reader == "transactions":
+        return [
+            b'customer_id,date,amount\nA,2020-01-02,10.5\nA,2020-01-20,"$1,234.50"\nB,2020-01-05,7\n'
+            b"B,2020-02-10,(3.00)\nC,2020-01-31,12\nA,2020-02-20,5 EUR\nC,2020-02-01,1\n",
+            b"customer_id;date;amount\n1;02/01/2020;3\n2;31/01/2020;4\n1;20.02.2020;-1\n2;20/02/2020;2\n"
+            b"3;15.01.2020;1.5\n",
+        ]
+    if reader == "interactions":
+        return [
+            b"user_id,item_id,timestamp\n1,10,881250949\n1,11,881250950\n1,12,881250951\n1,13,881250960\n"
+            b"2,10,881250952\n2,12,881250953.5\n2,13,881250954\n2,11,881250956\n3,11,881250955\n",
+            b"user_id;item_id;timestamp\nu1;a;2020-01-15\nu1;b;2020-01-31\nu1;c;2020-02-01T12:00:00Z\n"
+            b"u1;d;2020-03-05\nu2;b;2020-01-20\nu2;a;2020-01-25\nu2;c;2020-02-02\nu2;d;2020-03-01\n"
+            b"u2;d;2020-03-01\n",
         ]
     raise ValueError(reader)
 
@@ -176,6 +196,36 @@ def target(reader: str):
         except AdlabError:
             pass
 
+    def transactions(data: bytes) -> None:
+        from adlab.data.sources.transactions import TransactionsSource
+
+        path = work / "log.csv"
+        path.write_bytes(data)
+        for options in TRANSACTIONS_OPTIONS:
+            source = TransactionsSource(str(path), "customer_id", "date", "amount", **options)
+            try:
+                raw = source.load()
+                rows = np.arange(len(raw.customers))
+                source.build(raw, {"train": rows, "val": rows, "test": rows})
+            except AdlabError:
+                continue
+            check_transactions(source, raw)
+
+    def interactions(data: bytes) -> None:
+        from adlab.data.sources.interactions import InteractionsSource
+
+        path = work / "ratings.csv"
+        path.write_bytes(data)
+        for options in INTERACTIONS_OPTIONS:
+            source = InteractionsSource(str(path), "user_id", "item_id", "timestamp", **options)
+            try:
+                raw = source.load()
+                splits = {stage: np.flatnonzero(raw.official == stage) for stage in ("train", "val", "test")}
+                built = source.build(raw, splits)
+            except AdlabError:
+                continue
+            check_interactions(raw, built)
+
     return {
         "tabular-csv": lambda data: tabular(data, ".csv"),
         "tabular-parquet": lambda data: tabular(data, ".parquet"),
@@ -184,7 +234,60 @@ def target(reader: str):
         "text": text,
         "schema-json": schema_json,
         "score-csv": score_csv,
+        "transactions": transactions,
+        "interactions": interactions,
     }[reader]
+
+
+TRANSACTIONS_OPTIONS = [
+    {"cutoff": "2020-01-31", "holdout_end": "2020-02-20"},
+    {"cutoff": "2020-01-31", "holdout_end": "2020-02-20", "separator": None, "dayfirst": True,
+     "refunds": "drop", "period": "month"},
+]  # fmt: skip
+INTERACTIONS_OPTIONS = [
+    {"max_length": 2},
+    {"max_length": 3, "separator": None, "split": "time", "val_start": "2020-02-01", "test_start": "2020-03-01",
+     "repeats": "keep", "duplicates": "drop", "core": 2},
+]  # fmt: skip
+
+
+def check_transactions(source: Any, raw: Any) -> None:
+    """What a loaded purchase log must mean: finite features, spend never negative, labels = bought."""
+    import numpy as np
+
+    if not (np.isfinite(raw.features).all() and np.isfinite(raw.sequence).all()):
+        raise AssertionError("features or sequence are not finite")
+    if not (np.isfinite(raw.target).all() and (raw.target >= 0).all()):
+        raise AssertionError(f"holdout spend {raw.target} is not finite and non-negative")
+    if not np.array_equal(raw.labels, (raw.target > 0).astype(np.int64)):
+        raise AssertionError("labels are not 'bought in the holdout'")
+    log = source.transactions()
+    before = set(log.loc[(log["date"] <= source.cutoff) & (log["amount"] >= 0), "customer"])
+    if set(raw.customers) - set(log["customer"]) or not before <= set(raw.customers):
+        raise AssertionError("customers are not those who bought on or before the cutoff")
+
+
+def check_interactions(raw: Any, built: Any) -> None:
+    """What a loaded interaction log must mean: items in range, each user's times in order, the history
+    of a val/test example only what came before its target."""
+    import numpy as np
+
+    items = len(raw.item_ids)
+    if len(raw.items) and (raw.items.min() < 1 or raw.items.max() > items):
+        raise AssertionError(f"item indices outside 1..{items}")
+    for user in range(len(raw.user_ids)):
+        times = raw.times[raw.offsets[user] : raw.offsets[user + 1]]
+        if (np.diff(times) < 0).any():
+            raise AssertionError(f"user {raw.user_ids[user]!r}: interactions out of time order")
+    for stage, tensors in built.tensors.items():
+        for name in ("history", "target"):
+            values = tensors[name].numpy()
+            if len(values) and (
+                values.min() < 0 or values.max() > items or (name == "target" and values.min() < 1)
+            ):
+                raise AssertionError(f"{stage} {name} holds item indices outside 0..{items}")
+    if len(np.unique(raw.user_ids)) != len(raw.user_ids) or len(np.unique(raw.item_ids)) != items:
+        raise AssertionError("user or item ids repeated after numbering")
 
 
 def run_one(reader: str, seconds: int, out: Path) -> None:
@@ -193,8 +296,10 @@ def run_one(reader: str, seconds: int, out: Path) -> None:
 
     with atheris.instrument_imports(include=["adlab"]):
         import adlab.data.sources.images  # noqa: F401
+        import adlab.data.sources.interactions  # noqa: F401
         import adlab.data.sources.tabular  # noqa: F401
         import adlab.data.sources.text  # noqa: F401
+        import adlab.data.sources.transactions  # noqa: F401
         import adlab.serving.batch  # noqa: F401
         import adlab.serving.schema  # noqa: F401
     corpus = out / "corpus" / reader

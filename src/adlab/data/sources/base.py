@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from torch import Tensor
 
 from adlab.data.features import DataMeta
+from adlab.errors import AdlabError, excerpt
+
+# `data.source.separator` of the log sources (transactions, interactions); None sniffs it
+SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "whitespace": r"\s+"}
+
+
+def read_log(path: str | Path, what: str, separator: str | None = "comma") -> pd.DataFrame:
+    """A CSV/text file (columns as strings) or parquet file (typed columns) of a log source; `AdlabError`
+    naming `what` (e.g. `data.source.path`) when it is missing, empty or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdlabError(f"{what}={path}: file not found")
+    try:
+        if ".parquet" in "".join(path.suffixes).lower():
+            frame = pd.read_parquet(path)
+        else:
+            sep = SEPARATORS[separator] if separator else None
+            frame = pd.read_csv(path, sep=sep, dtype=str, engine="c" if sep == "," else "python")
+    except pd.errors.EmptyDataError:
+        raise AdlabError(f"{what}={path}: the file is empty, expected a header and rows") from None
+    except (ValueError, OSError, csv.Error, pd.errors.ParserError) as error:
+        raise AdlabError(f"{what}={path}: could not read it as a table ({excerpt(error)})") from None
+    if len(frame) == 0:
+        raise AdlabError(f"{what}={path}: the file has a header but no rows")
+    return frame
 
 
 @dataclass

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ import pandas as pd
 import torch
 
 from adlab.data.features import MISSING, InteractionsFeatures, InteractionsMeta
-from adlab.data.sources.base import BuiltData
+from adlab.data.sources.base import SEPARATORS, BuiltData, read_log
 from adlab.errors import AdlabError
 
 log = logging.getLogger(__name__)
@@ -41,30 +40,8 @@ log = logging.getLogger(__name__)
 SPLITS = ("leave_one_out", "time")
 REPEATS = ("first", "keep")
 DUPLICATES = ("error", "drop")
-SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "whitespace": r"\s+"}
 _NUMBER = re.compile(r"^[-+]?\d+(\.\d*)?$")
-
-
-def read_table(path: str | Path, what: str, separator: str | None = "comma") -> pd.DataFrame:
-    """A CSV/text file (columns as strings) or parquet file (typed columns); `AdlabError` naming `what`
-    (e.g. `data.source.path`) when it is missing, empty or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise AdlabError(f"{what}={path}: file not found")
-    try:
-        if ".parquet" in "".join(path.suffixes).lower():
-            frame = pd.read_parquet(path)
-        else:
-            sep = SEPARATORS[separator] if separator else None
-            frame = pd.read_csv(path, sep=sep, dtype=str, engine="c" if sep == "," else "python")
-    except pd.errors.EmptyDataError:
-        raise AdlabError(f"{what}={path}: the file is empty, expected a header and rows") from None
-    except (UnicodeDecodeError, ValueError, OSError, pd.errors.ParserError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise AdlabError(f"{what}={path}: could not read it as a table ({first[:160]})") from None
-    if len(frame) == 0:
-        raise AdlabError(f"{what}={path}: the file has a header but no rows")
-    return frame
+_LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59 in unix seconds
 
 
 def parse_times(values: pd.Series, column: str) -> np.ndarray:
@@ -82,13 +59,13 @@ def parse_times(values: pd.Series, column: str) -> np.ndarray:
             raise AdlabError(
                 f"time column '{column}' has {int((~np.isfinite(numbers)).sum())} missing values; expected {expected}"
             )
-        return np.floor(numbers).astype(np.int64)
+        return _seconds(numbers, values, column, expected)
     else:
         text = values.astype("string").str.strip()
         if text.isna().any():
             raise AdlabError(f"time column '{column}' has {int(text.isna().sum())} missing values")
         if text.str.match(_NUMBER).all():
-            return np.floor(pd.to_numeric(text).to_numpy(dtype=np.float64)).astype(np.int64)
+            return _seconds(pd.to_numeric(text).to_numpy(dtype=np.float64), values, column, expected)
         parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
         if parsed.isna().any():
             first = values[parsed.isna().to_numpy()].iloc[0]
@@ -98,6 +75,18 @@ def parse_times(values: pd.Series, column: str) -> np.ndarray:
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     return parsed.to_numpy(dtype="datetime64[s]").astype(np.int64)
+
+
+def _seconds(numbers: np.ndarray, values: pd.Series, column: str, expected: str) -> np.ndarray:
+    """Unix seconds as int64, refusing numbers past year 9999 either way (int64 would wrap them, silently
+    reordering the log)."""
+    outside = np.abs(numbers) > _LAST_SECOND
+    if outside.any():
+        raise AdlabError(
+            f"time column '{column}' has {int(outside.sum())} numbers beyond year 9999 as unix seconds "
+            f"(first: {str(values.iloc[np.flatnonzero(outside)[0]])!r}); expected {expected}"
+        )
+    return np.floor(numbers).astype(np.int64)
 
 
 def parse_moment(value: Any, name: str) -> int:
@@ -281,7 +270,7 @@ class InteractionsSource:
     def interactions(self) -> tuple[pd.DataFrame, dict[str, int], np.ndarray]:
         """The validated, filtered log `user str, item str, time int64` in time order (ties in file order),
         what was dropped, by reason, and every item id of the unfiltered log."""
-        frame = read_table(self.path, "data.source.path", self.separator)
+        frame = read_log(self.path, "data.source.path", self.separator)
         wanted = {**self.columns, "rating": self.rating}
         missing = [f"{role} '{name}'" for role, name in wanted.items() if name and name not in frame.columns]
         if missing:
@@ -384,7 +373,7 @@ class InteractionsSource:
         item_table = None
         if self.items_path:
             item_key = self.columns["item"]
-            item_table = read_table(self.items_path, "data.source.items_path", self.separator)
+            item_table = read_log(self.items_path, "data.source.items_path", self.separator)
             if item_key not in item_table.columns:
                 raise AdlabError(
                     f"data.source.items_path={self.items_path}: no column '{item_key}' (the item id column of "
@@ -430,7 +419,7 @@ class InteractionsSource:
         vocabularies: dict[str, list[str]] = {}
         titles: list[str] = []
         if self.users_path:
-            user_table = read_table(self.users_path, "data.source.users_path", self.separator)
+            user_table = read_log(self.users_path, "data.source.users_path", self.separator)
             user_codes, found, _ = self._table(
                 user_table, self.users_path, self.columns["user"], self.user_attributes, user_ids, "users"
             )

@@ -13,7 +13,6 @@ negative amounts are refunds, handled by `refunds`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +32,9 @@ from adlab.data.customer_features import (
     validate_log,
 )
 from adlab.data.features import DataMeta, TransactionsFeatures, TransactionsMeta
-from adlab.data.sources.base import BuiltData, NewData
+from adlab.data.sources.base import SEPARATORS, BuiltData, NewData, read_log
 from adlab.errors import AdlabError
 
-SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "whitespace": r"\s+"}
 # re-exported: callers of the source keep importing them from here
 __all__ = [
     "CALIBRATION_COLUMNS",
@@ -168,29 +166,7 @@ class TransactionsSource:
     # ------------------------------------------------------------------ reading
     def read_frame(self) -> pd.DataFrame:
         """The file as a frame of strings (CSV) or typed columns (parquet); `AdlabError` when unreadable."""
-        path = Path(self.path)
-        if not path.is_file():
-            raise AdlabError(f"data.source.path={path}: file not found")
-        try:
-            if ".parquet" in "".join(path.suffixes).lower():
-                frame = pd.read_parquet(path)
-            else:
-                separator = SEPARATORS[self.separator] if self.separator else None
-                frame = pd.read_csv(
-                    path, sep=separator, dtype=str, engine="python" if separator != "," else "c"
-                )
-        except pd.errors.EmptyDataError:
-            raise AdlabError(
-                f"data.source.path={path}: the file is empty, expected a header and rows"
-            ) from None
-        except (UnicodeDecodeError, ValueError, OSError, pd.errors.ParserError) as error:
-            first = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise AdlabError(
-                f"data.source.path={path}: could not read the transactions ({first[:160]})"
-            ) from None
-        if len(frame) == 0:
-            raise AdlabError(f"data.source.path={path}: the file has a header but no rows")
-        return frame
+        return read_log(self.path, "data.source.path", self.separator)
 
     @property
     def log_format(self) -> LogFormat:
