@@ -28,7 +28,13 @@ from adlab.harness.new_data import (
     setup_new_data,
     stored_job_config,
 )
-from adlab.harness.predictions import FORMATS, predict_table, require_row_predictions, write_predictions
+from adlab.harness.predictions import (
+    FORMATS,
+    predict_table,
+    predictions_name,
+    require_row_predictions,
+    write_predictions,
+)
 from adlab.harness.report import maybe_print_config
 
 
@@ -58,7 +64,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     table = predict_table(
         trainer, model, datamodule.loader("test", shuffle=False), datamodule.row_ids("test"), str(run.path)
     )
-    written = write_predictions(table, cfg.paths.output_dir, cfg.format)
+    written = write_predictions(table, cfg.paths.output_dir, cfg.format, predictions_name(model))
     lines = describe_new_data(new, path)
     print(f"adlab-predict: scored {lines[0]}")
     for line in lines[1:]:

@@ -40,6 +40,16 @@ def _log_image_file(trainer: L.Trainer, path: Path, name: str) -> None:
             )
 
 
+def pyplot() -> Any:
+    """matplotlib's `pyplot` on the Agg backend (files only, no display), for a report's figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(trainer: L.Trainer, figure: Any, name: str) -> Path:
     """Save a matplotlib figure as `plots/<name>.png` and log it to every logger that takes images
     (W&B, MLflow, TensorBoard); closes the figure."""

@@ -4,8 +4,10 @@
 (`stored_job_config`) and only their own trainer, paths and loggers from the command line. With
 `data.source.path=FILE`, the source reads FILE instead of the run's data, built with the run's stored meta
 and preprocessing (`MarketingDataModule.setup_new`): every row becomes a test row, nothing is refitted,
-and categories the train split never had are counted. Any other override of what the checkpoint decides
-(`+model.x=...`, `+data.source.target=...`) is refused on one line rather than silently ignored.
+and categories the train split never had are counted. `adlab-predict` may also move the date a log's
+features are computed at (`data.source.cutoff`, for sources that have one). Any other override of what the
+checkpoint decides (`+model.x=...`, `+data.source.target=...`) is refused on one line rather than silently
+ignored.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from adlab.harness.configs import config_dir
 
 # the keys of this job's own config that the rebuilt job takes (the rest comes from the checkpoint)
 JOB_KEYS = ("trainer", "paths", "logger", "tags", "task_name", "experiment_name")
+# what a job may set of the stored `data.source` (where its config declares it): the file to read, and the
+# cut-off date its features are computed at (a purchase log rated as of a later day)
+NEW_DATA_KEYS = ("path", "cutoff")
 
 
 def stored_job_config(cfg: DictConfig, run: StoredRun) -> DictConfig:
@@ -33,22 +38,27 @@ def stored_job_config(cfg: DictConfig, run: StoredRun) -> DictConfig:
     with open_dict(job):
         job.paths.output_dir = cfg.paths.output_dir
         job.callbacks = {}
-        path = new_data_path(cfg)
-        if path is not None:
-            source = job.data.get("source") or {}
-            if "path" not in source:
+        source = job.data.get("source") or {}
+        for key, value in new_data_settings(cfg).items():
+            if key not in source:
+                what = "reads no file" if key == "path" else f"has no {key}"
                 raise AdlabError(
-                    f"data.source.path={path}: the checkpoint's data source ({source.get('_target_')}) reads "
-                    "no file, so a new file cannot be given to it"
+                    f"data.source.{key}={value}: the checkpoint's data source ({source.get('_target_')}) "
+                    f"{what}, so it cannot be given one"
                 )
-            job.data.source.path = path
+            job.data.source[key] = value
     return job
+
+
+def new_data_settings(cfg: DictConfig) -> dict[str, str]:
+    """The `NEW_DATA_KEYS` this job sets (not null): `data.source.path` and, for adlab-predict, the cutoff."""
+    values = {key: OmegaConf.select(cfg, f"data.source.{key}", default=None) for key in NEW_DATA_KEYS}
+    return {key: str(value) for key, value in values.items() if value not in (None, "")}
 
 
 def new_data_path(cfg: DictConfig) -> str | None:
     """This job's `data.source.path` (a new file), or None to use the checkpoint's own data."""
-    path = OmegaConf.select(cfg, "data.source.path", default=None)
-    return None if path in (None, "") else str(path)
+    return new_data_settings(cfg).get("path")
 
 
 def _declared_keys(config_name: str) -> set[str]:
@@ -71,15 +81,18 @@ def _leaves(node: Any, prefix: str) -> list[str]:
 
 def refuse_unread_overrides(cfg: DictConfig, config_name: str) -> None:
     """Raise one line for keys the job would ignore: anything its config file does not declare (added with
-    `+key=...`), and under `data` anything but `data.source.path`."""
+    `+key=...`), and under `data` anything but the `NEW_DATA_KEYS` its config declares."""
     entry = f"adlab-{config_name}"
     declared = _declared_keys(config_name)
     unread = [leaf for key in cfg if str(key) not in declared for leaf in _leaves(cfg[key], str(key))]
-    unread += [leaf for leaf in _leaves(cfg.get("data"), "data") if leaf not in ("data.source.path", "data")]
+    settable = OmegaConf.load(config_dir() / f"{config_name}.yaml").get("data", {}).get("source", {})
+    readable = {"data"} | {f"data.source.{key}" for key in NEW_DATA_KEYS if key in settable}
+    unread += [leaf for leaf in _leaves(cfg.get("data"), "data") if leaf not in readable]
     if unread:
+        given = " and ".join(sorted(readable - {"data"}))
         raise AdlabError(
             f"{unread[0]}: {entry} does not read it; data, model and fit come from the checkpoint's stored "
-            "config, and only data.source.path (a new file) may be given"
+            f"config, and only {given} may be given"
         )
 
 

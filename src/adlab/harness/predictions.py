@@ -11,7 +11,9 @@ A family's module opts in with two methods (the harness names no family):
 
 The harness puts the rows' identifiers first (`MarketingDataModule.row_ids`) and writes
 `predictions.parquet` (and/or `predictions.csv`): after every training run for the test split, after
-`adlab-eval` for the rows it tested, and with `adlab-predict` for a new file. A module that generates rather
+`adlab-eval` for the rows it tested, and with `adlab-predict` for a new file. A module may also name the
+table in its users' terms (`predictions_name = "ratings"`): the same table is then written as `<name>.csv`
+beside it. A module that generates rather
 than scores (it has `generate_outputs` but no `prediction_columns`) is pointed to adlab-generate.
 """
 
@@ -37,6 +39,12 @@ FILE_STEM = "predictions"
 def predicts_rows(module: L.LightningModule) -> bool:
     """Whether a module scores rows (defines `prediction_columns`)."""
     return callable(getattr(module, "prediction_columns", None))
+
+
+def predictions_name(module: L.LightningModule) -> str | None:
+    """The module's own name for its predictions table (`predictions_name`), written as `<name>.csv` too."""
+    name = getattr(module, "predictions_name", None)
+    return str(name) if name else None
 
 
 def require_row_predictions(module: L.LightningModule, ckpt_path: Any) -> None:
@@ -107,17 +115,21 @@ def predict_table(
     return table
 
 
-def write_predictions(table: pd.DataFrame, directory: str | Path, format: str = "parquet") -> list[Path]:
-    """Write `predictions.parquet` and/or `predictions.csv` into `directory` (atomically); their paths."""
+def write_predictions(
+    table: pd.DataFrame, directory: str | Path, format: str = "parquet", named: str | None = None
+) -> list[Path]:
+    """Write `predictions.parquet` and/or `predictions.csv` into `directory` (atomically), and the same
+    table as `<named>.csv` when the module names it (`predictions_name`); their paths."""
     if format not in FORMATS:
         raise AdlabError(f"format={format}: expected one of {FORMATS}")
     directory = Path(directory)
     written = []
     if format in ("parquet", "both"):
         written.append(atomic_write_bytes(directory / f"{FILE_STEM}.parquet", table.to_parquet(index=False)))
-    if format in ("csv", "both"):
+    stems = ([FILE_STEM] if format in ("csv", "both") else []) + ([named] if named else [])
+    if stems:
         data = table.to_csv(index=False).encode("utf-8")
-        written.append(atomic_write_bytes(directory / f"{FILE_STEM}.csv", data))
+        written += [atomic_write_bytes(directory / f"{stem}.csv", data) for stem in stems]
     return written
 
 
@@ -140,4 +152,6 @@ def write_split_predictions(
         return []
     loader = datamodule.loader(stage, shuffle=False)
     table = predict_table(trainer, model, loader, datamodule.row_ids(stage), ckpt_path)
-    return write_predictions(table, directory, format) if trainer.is_global_zero else []
+    if not trainer.is_global_zero:
+        return []
+    return write_predictions(table, directory, format, predictions_name(model))

@@ -104,6 +104,7 @@ RUN_FILES = {
     "metrics": "metrics.json",
     "predictions": "predictions.parquet",
     "predictions (csv)": "predictions.csv",
+    "ratings": "ratings.csv",
     "best checkpoint": "checkpoints/best.ckpt",
     "last checkpoint": "checkpoints/last.ckpt",
 }

@@ -43,17 +43,22 @@ def test_value_csv_fast_dev_run(transactions_csv, tmp_path):
     )
 
 
-def test_value_csv_rates_customers_and_eval_reproduces_it(transactions_csv, tmp_path):
+def test_value_csv_rates_customers_and_eval_reproduces_it(transactions_csv, tmp_path, wandb_media):
     cfg = compose_config(
-        "train", [*_overrides(transactions_csv, tmp_path), "model.sequence_encoder=gru"], tmp_path / "run"
+        "train",
+        [*_overrides(transactions_csv, tmp_path), "model.sequence_encoder=gru", "logger=wandb"],
+        tmp_path / "run",
     )
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
     written = json.loads((run / "metrics.json").read_text())
     for key in ("test/normalized_gini", "test/spearman", "test/top10_capture", "test/total_spend_error"):
         assert key in written and f"baseline/boosting/{key}" in written
-    # the rating of the 40 test customers, keyed by customer id
-    ratings = pd.read_parquet(run / "predictions.parquet").sort_values(["decile", "predicted_spend"])
+    # the rating of the 40 test customers, keyed by customer id: ratings.csv, and the same predictions.parquet
+    ratings = pd.read_csv(run / "ratings.csv", dtype={"customer_id": str})
+    pd.testing.assert_frame_equal(ratings, pd.read_parquet(run / "predictions.parquet"), check_dtype=False)
+    assert {"plots/value_deciles", "plots/lorenz"} <= set(wandb_media)
+    ratings = ratings.sort_values(["decile", "predicted_spend"])
     assert len(ratings) == 40 and ratings["customer_id"].str.startswith("C").all()
     assert ratings["decile"].value_counts().sort_index().tolist() == [4] * 10
     assert ratings["tier"].value_counts().sort_index().tolist() == [8, 12, 20]

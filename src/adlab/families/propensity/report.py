@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_calibration_error
 
-from adlab.harness.artifacts import save_figure, save_table
+from adlab.harness.artifacts import pyplot, save_figure, save_table
 from adlab.metrics.calibration import fit_calibrator, log_loss, reliability_bins
 from adlab.metrics.ranking import cumulative_gains, decile_table
 
@@ -48,10 +48,7 @@ def _ece(probabilities: np.ndarray, targets: np.ndarray) -> float:
 
 def gains_lift_figure(scores: np.ndarray, targets: np.ndarray, top_fraction: float) -> Any:
     """Cumulative gains (left) and cumulative lift (right) against the share of customers contacted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     contacted, captured = cumulative_gains(scores, targets)
     rate = float(np.mean(targets)) if len(targets) else 0.0
@@ -76,10 +73,7 @@ def gains_lift_figure(scores: np.ndarray, targets: np.ndarray, top_fraction: flo
 def calibration_figure(curves: dict[str, list[dict[str, float]]]) -> Any:
     """Reliability diagram: observed buyer rate against mean predicted probability, one line per curve
     (each point a tenth of the test customers)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(5, 5))
     top = 0.0

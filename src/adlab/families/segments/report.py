@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from adlab.families.segments.nets import batch_inputs
-from adlab.harness.artifacts import save_figure, save_table
+from adlab.harness.artifacts import pyplot, save_figure, save_table
 
 TOP_FEATURES = 3
 # words for the transactions source's features: (when above the population, when below)
@@ -125,10 +125,7 @@ def name_segments(profile: list[dict[str, Any]], k: int) -> list[str]:
 
 def map_figure(latent: np.ndarray, segments: np.ndarray, names: list[str]) -> Any:
     """The embeddings projected on their first two principal components, one colour per segment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from sklearn.decomposition import PCA
 
     points = PCA(2).fit_transform(latent) if latent.shape[1] > 2 and len(latent) > 2 else latent

@@ -43,10 +43,16 @@ class ValueModule(L.LightningModule):
             (`adlab.families.value.report.ValueReport`).
         cpu_threads: torch threads on CPU (small matrices run fastest on one); None keeps torch's default.
 
+    The per-customer predictions are the customer rating: the harness writes them as `predictions.parquet`
+    and `ratings.csv` (`predictions_name`) after training, adlab-eval and adlab-predict.
+
     Batches are dicts (rows = customers): `features (batch, F) float32`, `sequence (batch, periods,
     channels) float32`, `target (batch,) float32` holdout spend. Spend is modelled in units of
     `spend_scale` (the train customers' mean positive holdout spend, set by `fit_to_train`).
     """
+
+    # the predictions table in marketing terms: also written as ratings.csv (adlab.harness.predictions)
+    predictions_name = "ratings"
 
     def __init__(
         self,

@@ -8,7 +8,8 @@ and writes into the run directory (also W&B images):
 
 The customer rating itself (predicted spend, probability of buying, decile, tier A/B/C, keyed by customer)
 is the module's per-row predictions (`ValueModule.prediction_columns`), which the harness writes as
-`predictions.parquet` for the test customers after training and `adlab-predict` for a new purchase log.
+`ratings.csv` and `predictions.parquet` for the test customers after training, and `adlab-predict` for a
+new purchase log.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from adlab.families.value.metrics import decile_means, lorenz_curve, normalized_gini
-from adlab.harness.artifacts import save_figure
+from adlab.harness.artifacts import pyplot, save_figure
 
 
 def rate_customers(
@@ -40,10 +41,7 @@ def rate_customers(
 
 def decile_figure(predicted: np.ndarray, actual: np.ndarray) -> Any:
     """Bars of mean predicted and mean actual holdout spend per decile of predicted value (best first)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     mean_predicted, mean_actual = decile_means(predicted, actual)
     deciles = np.arange(1, len(mean_predicted) + 1)
@@ -62,10 +60,7 @@ def decile_figure(predicted: np.ndarray, actual: np.ndarray) -> Any:
 
 def lorenz_figure(predicted: np.ndarray, actual: np.ndarray) -> Any:
     """Cumulative share of holdout spend against the share of customers, best predicted first."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(5, 5))
     customers, captured = lorenz_curve(predicted, actual)
