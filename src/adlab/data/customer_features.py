@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adlab.errors import AdlabError
+from adlab.errors import AdlabError, excerpt
 
 PERIODS = ("week", "month")
 REFUNDS = ("net", "drop", "error")
@@ -130,6 +130,18 @@ def parse_amounts(values: pd.Series, column: str) -> np.ndarray:
     return amounts
 
 
+def _to_datetime(text: pd.Series, date_format: str | None, dayfirst: bool, errors: str) -> pd.Series:
+    """`pd.to_datetime` by `parse_dates`' rules; with `dayfirst` a value that starts with a 4-digit year
+    ("2020-01-31", "2020/01/31") is still read year-month-day, never as 2020-31-01."""
+    if date_format is not None:
+        return pd.to_datetime(text, format=date_format, errors=errors)
+    if not dayfirst:
+        return pd.to_datetime(text, format="ISO8601", errors=errors)
+    year_first = text.str.match(r"\d{4}\D", na=False)
+    day_first = pd.to_datetime(text.mask(year_first), dayfirst=True, format="mixed", errors=errors)
+    return day_first.where(~year_first, pd.to_datetime(text.where(year_first), format="mixed", errors=errors))
+
+
 def parse_dates(
     values: pd.Series,
     column: str,
@@ -140,40 +152,46 @@ def parse_dates(
     """Dates as datetime64 (day precision).
 
     `date_format` None reads ISO 8601 ("1997-01-31", with or without a time) and 8-digit `%Y%m%d`
-    ("19970131"); `dayfirst=True` reads "31/01/1997" and "31.01.1997"; otherwise `date_format` is a
-    strftime pattern. Unparseable values raise `AdlabError` naming the column and the first bad value, and
-    `hint` (how to read other dates).
+    ("19970131"); `dayfirst=True` reads "31/01/1997" and "31.01.1997" (and year-first dates as such);
+    otherwise `date_format` is a strftime pattern. Unparseable values, time zones mixed in one column and
+    years outside 1-9999 raise `AdlabError` naming the column and the first bad value, and `hint` (how to
+    read other dates).
     """
     text = values.astype("string").str.strip()
     if text.isna().any():
         raise AdlabError(f"date column '{column}' has {int(text.isna().sum())} missing values")
     if date_format is None and not dayfirst and text.str.fullmatch(r"\d{8}").all():
         date_format = "%Y%m%d"
+    how = (
+        f"format {date_format!r}"
+        if date_format
+        else ("day-first dates" if dayfirst else "ISO dates such as 1997-01-31, or 19970131")
+    )
     try:
-        if date_format is not None:
-            parsed = pd.to_datetime(text, format=date_format)
-        elif dayfirst:
-            parsed = pd.to_datetime(text, dayfirst=True, format="mixed")
-        else:
-            parsed = pd.to_datetime(text, format="ISO8601")
+        parsed = _to_datetime(text, date_format, dayfirst, "raise")
     except (ValueError, TypeError):
-        parsed = pd.to_datetime(
-            text,
-            format=date_format or ("mixed" if dayfirst else "ISO8601"),
-            dayfirst=dayfirst,
-            errors="coerce",
-        )
+        try:
+            parsed = _to_datetime(text, date_format, dayfirst, "coerce")
+        except (ValueError, TypeError) as error:  # time zones mixed, a bad format: raised even when coercing
+            reason = excerpt(str(error).split(". ")[0], 120)  # pandas' first sentence, not its advice
+            raise AdlabError(
+                f"date column '{column}' could not be read as dates ({reason}); expected {how} in one time "
+                f"zone ({hint})"
+            ) from None
         first = values[parsed.isna().to_numpy()].iloc[0] if parsed.isna().any() else text.iloc[0]
-        how = (
-            f"format {date_format!r}"
-            if date_format
-            else ("day-first dates" if dayfirst else "ISO dates such as 1997-01-31, or 19970131")
-        )
         raise AdlabError(
             f"date column '{column}' has values that are not dates (first: {first!r}); expected {how} ({hint})"
         ) from None
+    if not pd.api.types.is_datetime64_any_dtype(parsed):  # year-first and day-first values in two zones
+        raise AdlabError(f"date column '{column}' mixes time zones; expected {how} in one time zone ({hint})")
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_localize(None)
+    outside = ((parsed.dt.year < 1) | (parsed.dt.year > 9999)).to_numpy()
+    if outside.any():
+        raise AdlabError(
+            f"date column '{column}' has {int(outside.sum())} dates outside years 1 to 9999 (first: "
+            f"{values[outside].iloc[0]!r}); expected {how}"
+        )
     return parsed.dt.normalize()
 
 
@@ -238,8 +256,11 @@ def customer_summary(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """`(features, sequence)` of every customer with a transaction on or before `cutoff`, as of that day:
     the calibration features (index: customer id, sorted; `calibration_features`) and their spend sequence
-    `(customers, periods, 3) float32` in the same order (`spend_sequence`). Later transactions are ignored."""
+    `(customers, periods, 3) float32` in the same order (`spend_sequence`). Later transactions are ignored,
+    and so is a customer whose only lines by the cutoff are refunds (no purchase to describe)."""
     calibration_log = log[log["date"] <= cutoff]
+    buyers = calibration_log.loc[calibration_log["amount"] >= 0, "customer"].unique()
+    calibration_log = calibration_log[calibration_log["customer"].isin(buyers)]
     summary = calibration_features(calibration_log, cutoff, has_quantity, has_product)
     sequence = spend_sequence(calibration_log, summary.index.to_numpy(), cutoff, period, periods)
     return summary, sequence
