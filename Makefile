@@ -44,14 +44,18 @@ bench: install
 # peer libraries, kept out of adlab's dependencies, for side-by-side baselines in a venv of their own:
 # pymc-marketing (BG/NBD + Gamma-Gamma of the value family), implicit (ALS of the recommendation family); run e.g. .venv-peers/bin/adlab-train ...
 PEERS_VENV ?= .venv-peers
-PEERS ?= pymc-marketing implicit
+PEERS ?= pymc-marketing implicit tensorboard thop texttable tabulate colorama
+# RecBole (SASRec peer of the recommendation family, scripts/recbole_sasrec.py) without its pinned deps: ray
+# (hyper-parameter search, unused; a stand-in at import) is left out, torch/numpy/colorlog stay as they are
+RECBOLE ?= recbole==1.2.1
 peers: $(PEERS_VENV)/.adlab-peers-installed
 
-$(PEERS_VENV)/.adlab-peers-installed: pyproject.toml
+$(PEERS_VENV)/.adlab-peers-installed: pyproject.toml Makefile
 	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
 	$(PEERS_VENV)/bin/python -m pip install -q $(TORCH)
 	$(PEERS_VENV)/bin/python -m pip install -q -e ".[dev,sweeps]" $(PEERS)
+	$(PEERS_VENV)/bin/python -m pip install -q --no-deps $(RECBOLE)
 	touch $@
 
 clean:
