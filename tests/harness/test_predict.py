@@ -82,6 +82,20 @@ def test_predict_scores_a_new_file_with_the_checkpoint_preprocessing(propensity_
     assert pd.read_csv(written[1])["score"].to_numpy() == pytest.approx(table["score"].to_numpy())
     out = capsys.readouterr().out
     assert "40 rows of" in out and "MOSTYPE: 2" in out and str(written[0]) in out
+    # a cut-off date is refused for a source that has none (a table of customers)
+    with pytest.raises(AdlabError, match=r"data.source.cutoff=2020-01-01: .* has no cutoff"):
+        predict(
+            compose_config(
+                "predict",
+                [
+                    f"ckpt_path={propensity_run / 'checkpoints' / 'best.ckpt'}",
+                    f"data.source.path={tmp_path / 'new.csv'}",
+                    "data.source.cutoff=2020-01-01",
+                    *QUIET[:1],
+                ],
+                tmp_path / "refused",
+            )
+        )
 
 
 def test_eval_tests_every_row_of_a_new_labelled_file(propensity_run, tmp_path, capsys):

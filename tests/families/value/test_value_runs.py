@@ -12,6 +12,7 @@ import torch
 
 from adlab.data.features import TrainSplit
 from adlab.data.sources.transactions import generate_transactions
+from adlab.errors import AdlabError
 from adlab.eval import evaluate
 from adlab.families.value.module import ValueModule
 from adlab.predict import predict
@@ -78,22 +79,49 @@ def test_value_csv_rates_customers_and_eval_reproduces_it(transactions_csv, tmp_
     new = generate_transactions(30, seed=7)
     new = new[new["date"] <= CUTOFF].assign(customer_id=lambda f: "N" + f["customer_id"])
     new.to_csv(tmp_path / "new.csv", index=False)
-    files = predict(
+    files = _predict(run, tmp_path / "new.csv", tmp_path / "predict")
+    assert files[-1] == tmp_path / "predict" / "ratings.csv"
+    scored = pd.read_csv(files[0])
+    pd.testing.assert_frame_equal(scored, pd.read_csv(files[-1]))
+    assert set(scored["customer_id"]) == set(new["customer_id"])
+    assert {"predicted_spend", "buy_probability", "decile", "tier"} <= set(scored.columns)
+    assert "holdout_spend" not in scored.columns
+    # the same customers' whole year rated as of a later day (after the run's holdout end): the purchases
+    # up to it count, later ones do not
+    year = generate_transactions(30, seed=7).assign(customer_id=lambda f: "N" + f["customer_id"])
+    year.to_csv(tmp_path / "year.csv", index=False)
+    as_before = pd.read_csv(_predict(run, tmp_path / "year.csv", tmp_path / "before")[0])
+    pd.testing.assert_frame_equal(as_before, scored)  # transactions after the run's cutoff are not read
+    later = pd.read_csv(
+        _predict(run, tmp_path / "year.csv", tmp_path / "later", f"data.source.cutoff={HOLDOUT_END}")[0]
+    )
+    assert set(later["customer_id"]) == set(year["customer_id"]) and not later.equals(scored)
+    # as of the later day = the same history moved back so that that day falls on the run's cutoff
+    shift = pd.Timestamp(HOLDOUT_END) - pd.Timestamp(CUTOFF)
+    moved = year.assign(date=(pd.to_datetime(year["date"]) - shift).dt.date.astype(str))
+    moved.to_csv(tmp_path / "moved.csv", index=False)
+    pd.testing.assert_frame_equal(
+        later, pd.read_csv(_predict(run, tmp_path / "moved.csv", tmp_path / "m")[0])
+    )
+    with pytest.raises(AdlabError, match=r"data.source.cutoff='soon': expected an ISO date"):
+        _predict(run, tmp_path / "year.csv", tmp_path / "bad", "data.source.cutoff=soon")
+
+
+def _predict(run: Path, log: Path, output_dir: Path, *overrides: str) -> list[Path]:
+    """adlab-predict of a purchase log with the run's best checkpoint, as CSV; the files written."""
+    return predict(
         compose_config(
             "predict",
             [
                 f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}",
-                f"data.source.path={tmp_path / 'new.csv'}",
+                f"data.source.path={log}",
                 "format=csv",
                 "extras.print_config=false",
+                *overrides,
             ],
-            tmp_path / "predict",
+            output_dir,
         )
     )
-    scored = pd.read_csv(files[0])
-    assert set(scored["customer_id"]) == set(new["customer_id"])
-    assert {"predicted_spend", "buy_probability", "decile", "tier"} <= set(scored.columns)
-    assert "holdout_spend" not in scored.columns
 
 
 def test_the_mse_head_predicts_spend_without_a_probability(transactions_csv, tmp_path):

@@ -212,9 +212,13 @@ class TransactionsSource:
         )
         return self._summarise(log, periods, int((self.cutoff - start).days) + 1)
 
-    def _summarise(self, log: pd.DataFrame, periods: int, calibration_days: int) -> TransactionsRaw:
-        """Per-customer features, sequence and holdout spend of a validated log."""
-        holdout_log = log[(log["date"] > self.cutoff) & (log["date"] <= self.holdout_end)]
+    def _summarise(
+        self, log: pd.DataFrame, periods: int, calibration_days: int, labelled: bool = True
+    ) -> TransactionsRaw:
+        """Per-customer features, sequence and holdout spend of a validated log (without `labelled`, no
+        holdout window is read: the target is zero and `holdout_end` may even precede the cutoff)."""
+        end = self.holdout_end if labelled else self.cutoff
+        holdout_log = log[(log["date"] > self.cutoff) & (log["date"] <= end)]
         summary, sequence = customer_summary(
             log, self.cutoff, self.period, periods, bool(self.quantity), bool(self.product)
         )
@@ -231,13 +235,14 @@ class TransactionsSource:
             target=target,
             labels=(target > 0).astype(np.int64),
             calibration_days=calibration_days,
-            holdout_days=int((self.holdout_end - self.cutoff).days),
+            holdout_days=int((end - self.cutoff).days),
             id_name=self.columns["customer"],
         )
 
     def build_new(self, meta: DataMeta, preprocessing: dict[str, Any], labelled: bool) -> NewData:
         """A new purchase log's customers built with a trained run's scaling (`adlab-eval` and
-        `adlab-predict` with `data.source.path=FILE`): features as of the run's cutoff, nothing refitted.
+        `adlab-predict` with `data.source.path=FILE`): features as of the run's cutoff, or of a later
+        `data.source.cutoff` given to adlab-predict (customers rated as of that day), nothing refitted.
 
         Every customer with a purchase on or before the cutoff is scored; with `labelled` the log must also
         cover the holdout window, whose spend becomes the target.
@@ -256,7 +261,7 @@ class TransactionsSource:
                 f"{self.cutoff.date()} (the file starts {log['date'].min().date()}); expected purchase "
                 "histories up to the cutoff"
             )
-        raw = self._summarise(log, meta.periods, meta.calibration_days)
+        raw = self._summarise(log, meta.periods, meta.calibration_days, labelled)
         missing = [name for name in scaling.names if name not in raw.feature_names]
         if missing:
             raise AdlabError(
@@ -275,7 +280,10 @@ class TransactionsSource:
         later = log.loc[log["date"] > self.cutoff, "customer"].nunique() - int(
             np.isin(raw.customers, log.loc[log["date"] > self.cutoff, "customer"].unique()).sum()
         )
-        notes = (
+        notes = [
+            f"features as of {self.cutoff.date()}; predicted spend is for the {meta.holdout_days} days after it"
+        ]
+        notes += (
             [f"{later} customers whose first purchase is after the cutoff are not scored"] if later else []
         )
         return NewData(tensors=tensors, row_ids=raw.customers, id_name=raw.id_name, notes=notes)
