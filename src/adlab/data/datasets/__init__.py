@@ -5,5 +5,6 @@ from adlab.data.datasets import (
     clothing_reviews,  # noqa: F401
     coil2000,  # noqa: F401
     fashion_mnist,  # noqa: F401
+    modeldata,  # noqa: F401
     movielens100k,  # noqa: F401
 )
