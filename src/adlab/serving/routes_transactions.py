@@ -228,7 +228,11 @@ def add_routes(
                 "minItems": 1,
                 "maxItems": max_rows,
             },
-            "as_of": DAY,
+            "as_of": {
+                **DAY,
+                "type": ["string", "null"],
+                "description": "an ISO day; null or absent: the cutoff",
+            },
         },
         "required": ["transactions"],
         "additionalProperties": False,
