@@ -11,8 +11,9 @@ table and exported (about a minute). Then:
    possible request, sent `2 * --examples` times. Every answer goes through schemathesis' checks (no 5xx,
    documented status, content type and body schema, valid bodies accepted, invalid ones refused).
 2. `adlab-serve` in a subprocess on 127.0.0.1: a request announcing a 10 MB body without sending it must get
-   413 at once; then `--requests` single-row requests at `--concurrency`, counting errors, with the server's
-   resident memory before and after.
+   413 at once; then `--requests` single-row requests at `--concurrency` (to `/recommend`, 1-59 catalogue
+   items and k=10 each, for a recommendation package), counting errors, with the server's resident memory
+   before and after.
 
 Prints the counts (`--json`: one JSON object). Exits 1 when any 5xx, failed check or load error was seen.
 """
@@ -150,12 +151,12 @@ def rss_kib(pid: int) -> int:
     return -1
 
 
-def header_only_413(port: int, limit: int) -> dict[str, Any]:
+def header_only_413(port: int, limit: int, path: str) -> dict[str, Any]:
     """Announce a body far over the limit and send none: the answer must come at once, and be a 413."""
     started = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(
-            f"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {limit * 10}\r\n\r\n".encode()
         )
         answer = connection.recv(4096).decode(errors="replace")
@@ -185,13 +186,34 @@ def records_within_training(schema: Any, count: int, seed: int = 0) -> list[dict
     return records
 
 
+def histories_within_catalogue(item_ids: list[str], count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """/recommend requests: 1-59 distinct catalogue items each, k=10."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [
+        {"items": [str(i) for i in rng.choice(item_ids, int(rng.integers(1, 60)), replace=False)], "k": 10}
+        for _ in range(count)
+    ]
+
+
+def live_requests(package: Path, count: int) -> tuple[str, list[bytes]]:
+    """The endpoint loaded for this package's kind and `count` valid bodies for it."""
+    from adlab.serving.schema import TabularSchema
+
+    preprocessing = json.loads((package / "preprocessing.json").read_text())
+    if preprocessing.get("kind") == "interactions":
+        bodies = histories_within_catalogue([str(i) for i in preprocessing["item_ids"]], count)
+        return "/recommend", [json.dumps(body).encode() for body in bodies]
+    records = records_within_training(TabularSchema(preprocessing), count)
+    return "/score", [json.dumps(record).encode() for record in records]
+
+
 def live(package: Path, work: Path, requests: int, concurrency: int) -> dict[str, Any]:
     """Start adlab-serve, check the header-only 413, then load it; RSS before and after."""
     import httpx
 
-    from adlab.serving.schema import TabularSchema
-
-    schema = TabularSchema(json.loads((package / "preprocessing.json").read_text()))
+    path, bodies = live_requests(package, 2000)
     port = free_port()
     limit = 1 << 20
     server = subprocess.Popen(
@@ -212,11 +234,10 @@ def live(package: Path, work: Path, requests: int, concurrency: int) -> dict[str
             if time.monotonic() > deadline:
                 raise RuntimeError("adlab-serve did not answer /health within 120 s")
             time.sleep(0.2)
-        refused = header_only_413(port, limit)
-        bodies = [json.dumps(record).encode() for record in records_within_training(schema, 2000)]
+        refused = header_only_413(port, limit, path)
         rss_before = rss_kib(server.pid)
         started = time.perf_counter()
-        latencies, errors = run_loop(load(port, "/score", bodies, requests, concurrency))
+        latencies, errors = run_loop(load(port, path, bodies, requests, concurrency))
         seconds = time.perf_counter() - started
         rss_after = rss_kib(server.pid)
         p50, p99 = percentiles_us(latencies)
@@ -228,6 +249,7 @@ def live(package: Path, work: Path, requests: int, concurrency: int) -> dict[str
             server.kill()
             server.wait()
     return {
+        "endpoint": path,
         "header_only_413": refused,
         "load_requests": requests,
         "load_concurrency": concurrency,

@@ -4,7 +4,9 @@ FastAPI on uvicorn, ONNX Runtime underneath. Every package gets `GET /health` an
 other endpoints depend on the kind of data its `preprocessing.json` names, each kind in its own module
 `serving/routes_<kind>.py` (how a kind registers its routes: serving/routes.py):
 
-- `tabular` (propensity scorers): `POST /score`, `POST /score/batch` (serving/routes_tabular.py).
+- `tabular` (propensity scorers): `POST /score`, `POST /score/batch` (serving/routes_tabular.py);
+- `interactions` (recommenders): `POST /recommend`, `POST /similar` (serving/routes_interactions.py);
+- every other kind: the docstring of its serving/routes_<kind>.py.
 
 Bad input never reaches a model unchecked and never ends in a 500: a body over `max_body_bytes` (from
 the Content-Length header alone when it says so) is a 413; a body not declared as JSON is a 415;

@@ -40,7 +40,7 @@ _CSV_COLUMN = re.compile(r"In CSV column #(\d+)")
 
 
 def file_kind(path: Path, what: str) -> str:
-    """"csv" or "parquet" from the file name; `AdlabError` naming `what` otherwise."""
+    """The file's format from its name (csv or parquet); `AdlabError` naming `what` otherwise."""
     suffixes = "".join(path.suffixes).lower()
     if suffixes.endswith((".parquet", ".pq")):
         return "parquet"
