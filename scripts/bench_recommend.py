@@ -10,8 +10,8 @@ The baselines (most popular, item-kNN, and implicit's ALS where installed) are f
 run of each seed, on the identical split. Reported per method: mean ± std over seeds of the test metrics,
 and the fitting wall time (`time/fit_seconds`, the presets' budget is 5 minutes), then issue 17's goal:
 the sequential preset's `ndcg_at_10` at least 2x popularity's (and at least 1.05x RecBole SASRec's where
-its stored figures exist, `--recbole FILE`: JSON with `ndcg_at_10` per seed, written by a separate
-environment). Needs `adlab-data fetch movielens100k` (or `--data-dir`).
+its stored figures exist, `--recbole FILE`: JSON with `ndcg_at_10` per seed, written in the separate
+peers environment by scripts/recbole_sasrec.py, e.g. docs/measurements/recbole_sasrec.json). Needs `adlab-data fetch movielens100k` (or `--data-dir`).
 
 `--serving CKPT` instead exports a recommendation checkpoint (ONNX) and times one `/recommend` computation
 (`adlab.serving.recommender.RecommenderScorer.recommend`, k=10, histories of 1-59 random films) and one
