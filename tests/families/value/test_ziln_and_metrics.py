@@ -32,6 +32,7 @@ def test_ziln_loss_is_bce_plus_the_lognormal_nll_of_buyers():
     # lognormal density of 3 with mu 1, sigma 0.8: -log f = log y + log sigma + log(2 pi)/2 + (log y - mu)^2 / 2 sigma^2
     nll = math.log(3) + math.log(0.8) + 0.5 * math.log(2 * math.pi) + (math.log(3) - 1) ** 2 / (2 * 0.8**2)
     torch.testing.assert_close(ziln_loss(outputs, target), torch.tensor(bce + nll / 2))
+    torch.testing.assert_close(ziln_loss(outputs, target, spend_weight=3.0), torch.tensor(bce + 3 * nll / 2))
     reference = -torch.distributions.LogNormal(1.0, 0.8).log_prob(torch.tensor(3.0))
     assert math.isclose(nll, float(reference), rel_tol=1e-5)
 

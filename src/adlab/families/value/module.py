@@ -34,6 +34,8 @@ class ValueModule(L.LightningModule):
         dropout: dropout after each hidden layer.
         sequence_encoder: None (features only) or "gru" (a GRU over the per-period spend sequence).
         sequence_hidden: width of the GRU's state.
+        spend_weight: weight of the ZILN's lognormal term (spend of the buyers) against its "buys at all"
+            term; 1 is the plain likelihood.
         members: ensemble size K: independently initialised networks trained side by side, each on its own
             loss; the prediction is their mean expected spend and mean probability (a mixture).
         optimizer: a partial optimizer (`_partial_: true` in config) taking the parameters.
@@ -62,6 +64,7 @@ class ValueModule(L.LightningModule):
         dropout: float = 0.1,
         sequence_encoder: str | None = None,
         sequence_hidden: int = 16,
+        spend_weight: float = 1.0,
         members: int = 1,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         tiers: Sequence[float] = (0.2, 0.5),
@@ -85,6 +88,8 @@ class ValueModule(L.LightningModule):
         self.head = head
         self.tiers = tiers
         self.report = report
+        if not float(spend_weight) > 0:
+            raise AdlabError(f"model.spend_weight={spend_weight}: expected a positive weight")
         if int(members) < 1:
             raise AdlabError(f"model.members={members}: expected at least 1")
         use_sequence = sequence_encoder == "gru"
@@ -158,7 +163,7 @@ class ValueModule(L.LightningModule):
         `outputs (members, batch, k)`: the mean of the members' losses."""
         scaled = (target.float() / self.spend_scale).expand(outputs.shape[:-1])
         if self.head == "ziln":
-            return ziln_loss(outputs, scaled)
+            return ziln_loss(outputs, scaled, self.hparams.spend_weight)
         return F.mse_loss(outputs[..., 0].float(), scaled)
 
     # ------------------------------------------------------------------ steps

@@ -23,12 +23,14 @@ def ziln_parameters(outputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return outputs[..., 0], outputs[..., 1], F.softplus(outputs[..., 2]).clamp_min(SIGMA_FLOOR)
 
 
-def ziln_loss(outputs: Tensor, target: Tensor) -> Tensor:
-    """Mean over the batch of BCE(buys, logit) + [spend > 0] * -log lognormal(spend; mu, sigma).
+def ziln_loss(outputs: Tensor, target: Tensor, spend_weight: float = 1.0) -> Tensor:
+    """Mean over the batch of BCE(buys, logit) + spend_weight * [spend > 0] * -log lognormal(spend; mu, sigma).
 
     Args:
         outputs: `(batch, 3)` float head outputs.
         target: `(batch,)` spend >= 0 (in the model's spend unit).
+        spend_weight: weight of the buyers' lognormal term against the classification term (1: the
+            likelihood of Wang, Liu & Miao).
     """
     logit, mu, sigma = ziln_parameters(outputs.float())
     target = target.float()
@@ -40,7 +42,7 @@ def ziln_loss(outputs: Tensor, target: Tensor) -> Tensor:
     negative_log_density = (
         log_spend + sigma.log() + 0.5 * math.log(2 * math.pi) + (log_spend - mu) ** 2 / (2 * sigma**2)
     )
-    return classification + (positive * negative_log_density).mean()
+    return classification + spend_weight * (positive * negative_log_density).mean()
 
 
 def ziln_expected_spend(outputs: Tensor) -> tuple[Tensor, Tensor]:
