@@ -21,8 +21,9 @@ from adlab.errors import AdlabError
 from adlab.export import export_checkpoint
 from adlab.predict import predict
 from adlab.serving.app import create_app
-from adlab.serving.batch_transactions import score_log_file
+from adlab.serving.batch_transactions import score_job, score_log_file
 from adlab.serving.customers import CustomerScorer, load_customer_scorer, rate
+from adlab.serving.package import load_package
 from adlab.train import train
 from tests.helpers import TINY, compose_config, run_module
 from tests.serving.test_service_fuzz import FUZZ_CONFIG, fuzz
@@ -169,7 +170,7 @@ def test_a_customer_with_only_refunds_by_the_cutoff_is_not_scored():
         (lambda f: f.assign(date="31/12/2019"), r"input=.*date column 'date' has values that are not dates"),
         (
             lambda f: f.assign(amount="12,50"),
-            r"input=.*amount column 'amount' has 1[0-9]* non-numeric values",
+            r"input=.*amount column 'amount' has \d+ non-numeric values",
         ),
         (
             lambda f: f.assign(date="2021-01-01"),
@@ -184,18 +185,30 @@ def test_bad_logs_are_refused_naming_the_input(value_run, tmp_path, change, mess
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_adlab_score_cli_rates_customers_and_says_a_mistake_on_one_line(value_run, new_log, tmp_path):
-    package = value_run[1]
-    done = run_module(
-        "adlab.serving.batch", f"model={package}", f"input={new_log}", f"output={tmp_path / 'r.csv'}",
-        f"hydra.run.dir={tmp_path / 'h'}",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "rated 30 customers as of 2020-06-29" in done.stdout and (tmp_path / "r.csv").is_file()
+def test_adlab_score_job_says_what_it_rated_and_who_it_did_not(value_run, new_log, tmp_path, capsys):
+    later = generate_transactions(3, seed=2).assign(customer_id="late", date="2020-08-01")
+    pd.concat([pd.read_csv(new_log), later]).to_csv(tmp_path / "log.csv", index=False)
+    overrides = [
+        f"model_path={value_run[1]}",
+        f"input={tmp_path / 'log.csv'}",
+        f"output={tmp_path / 'r.csv'}",
+    ]
+    score_job(compose_config("score", overrides, tmp_path / "job"), load_package(value_run[1]))
+    printed = capsys.readouterr().out
+    assert "rated 30 customers as of 2020-06-29" in printed and (tmp_path / "r.csv").is_file()
+    assert "not scored: 1 customers with no purchase on or before 2020-06-29" in printed
+    with pytest.raises(AdlabError, match=r"keep: not used when scoring customers"):
+        score_job(
+            compose_config("score", [*overrides, "keep=[amount]"], tmp_path / "j2"),
+            load_package(value_run[1]),
+        )
+
+
+def test_adlab_score_cli_says_a_mistake_on_one_line_exit_2(value_run, tmp_path):
     generate_transactions(5).drop(columns=["customer_id"]).to_csv(tmp_path / "bad.csv", index=False)
     failed = run_module(
-        "adlab.serving.batch", f"model={package}", f"input={tmp_path / 'bad.csv'}",
-        f"output={tmp_path / 'x.csv'}", f"hydra.run.dir={tmp_path / 'h2'}",
+        "adlab.serving.batch", f"model={value_run[1]}", f"input={tmp_path / 'bad.csv'}",
+        f"output={tmp_path / 'x.csv'}", f"hydra.run.dir={tmp_path / 'h'}",
     )  # fmt: skip
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     assert (
