@@ -12,8 +12,8 @@ table and exported (about a minute). Then:
    documented status, content type and body schema, valid bodies accepted, invalid ones refused).
 2. `adlab-serve` in a subprocess on 127.0.0.1: a request announcing a 10 MB body without sending it must get
    413 at once; then `--requests` single-row requests at `--concurrency` (to `/recommend`, 1-59 catalogue
-   items and k=10 each, for a recommendation package), counting errors, with the server's resident memory
-   before and after.
+   items and k=10 each, for a recommendation package; one customer's 1-20 purchases each for a customers
+   package), counting errors, with the server's resident memory before and after.
 
 Prints the counts (`--json`: one JSON object). Exits 1 when any 5xx, failed check or load error was seen.
 """
@@ -197,6 +197,37 @@ def histories_within_catalogue(item_ids: list[str], count: int, seed: int = 0) -
     ]
 
 
+def customers_within_history(
+    preprocessing: dict[str, Any], count: int, seed: int = 0
+) -> list[dict[str, Any]]:
+    """/score requests of a customers package: one customer each, 1-20 purchases in the year before the cutoff."""
+    import datetime as dt
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    columns = {
+        k: v
+        for k, v in preprocessing["log"].items()
+        if k in ("customer", "date", "amount", "quantity", "product") and v
+    }
+    cutoff = dt.date.fromisoformat(preprocessing["cutoff"])
+    values = {
+        "date": lambda: (cutoff - dt.timedelta(days=int(rng.integers(0, 365)))).isoformat(),
+        "amount": lambda: round(float(rng.gamma(2.0, 20.0)), 2),
+        "quantity": lambda: int(rng.integers(1, 4)),
+        "product": lambda: f"P{int(rng.integers(0, 50))}",
+    }
+    bodies = []
+    for index in range(count):
+        lines = [
+            {name: f"C{index}" if role == "customer" else values[role]() for role, name in columns.items()}
+            for _ in range(int(rng.integers(1, 21)))
+        ]
+        bodies.append({"transactions": lines})
+    return bodies
+
+
 def live_requests(package: Path, count: int) -> tuple[str, list[bytes]]:
     """The endpoint loaded for this package's kind and `count` valid bodies for it."""
     from adlab.serving.schema import TabularSchema
@@ -205,6 +236,9 @@ def live_requests(package: Path, count: int) -> tuple[str, list[bytes]]:
     if preprocessing.get("kind") == "interactions":
         bodies = histories_within_catalogue([str(i) for i in preprocessing["item_ids"]], count)
         return "/recommend", [json.dumps(body).encode() for body in bodies]
+    if preprocessing.get("kind") == "transactions":
+        bodies = customers_within_history(preprocessing, count)
+        return "/score", [json.dumps(body).encode() for body in bodies]
     records = records_within_training(TabularSchema(preprocessing), count)
     return "/score", [json.dumps(record).encode() for record in records]
 
