@@ -40,7 +40,7 @@ def _overrides(path: Path, tmp_path: Path) -> list[str]:
 def test_segments_csv_fast_dev_run(segments_csv, tmp_path):
     cfg = compose_config("train", [*_overrides(segments_csv, tmp_path), "debug=fdr"], tmp_path / "run")
     metrics = train(cfg)
-    for key in ("eta2_spend", "buy_rate_spread", "min_share", "silhouette"):
+    for key in ("eta2_spend", "buy_rate_spread", "min_share", "silhouette", "ari_bootstrap"):
         assert f"test/{key}" in metrics and f"baseline/kmeans/test/{key}" in metrics
         assert f"baseline/gmm/test/{key}" in metrics and f"baseline/rfm/test/{key}" in metrics
     assert 0 <= metrics["test/eta2_spend"] <= 1
@@ -90,6 +90,16 @@ def test_cli_bad_k_is_one_line_and_exit_2(segments_csv, tmp_path):
     assert len(lines) == 1 and "Traceback" not in result.stderr
 
 
+def test_a_log_with_no_usable_column_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "orders.csv"
+    pd.DataFrame({"when": ["2020-01-02", "2020-02-03"], "what": ["cd", "dvd"]}).to_csv(path, index=False)
+    cfg = compose_config("train", _overrides(path, tmp_path), tmp_path / "run")
+    with pytest.raises(AdlabError, match=f"data.source.path={path}: no customer 'customer_id'") as error:
+        train(cfg)
+    assert "\n" not in str(error.value)
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
 # ------------------------------------------------------------------ guards
 def _meta(features: int = 3) -> TransactionsMeta:
     return TransactionsMeta(dataset="t", features=[f"f{i}" for i in range(features)])
@@ -127,6 +137,21 @@ def test_a_collapsed_segment_stops_the_run():
     with torch.no_grad():
         module.centres[2] = 1e6  # no customer is nearest to this centre any more
     with pytest.raises(AdlabError, match="segment collapse at epoch 0: segment 2 holds 0.00%"):
+        module._check_shares()
+
+
+def test_a_small_segment_is_a_warning_within_the_grace_and_an_error_when_training_ends(monkeypatch):
+    module = SegmentModule(_meta(), k=3, min_segment_share=0.1, pretrain_epochs=0, share_grace_epochs=2)
+    module.fit_to_train(_split(torch.randn(100, 3)))
+    # segment 2 holds 7%: under the 10% share, above half of it
+    segments = np.array([0] * 47 + [1] * 46 + [2] * 7)
+    monkeypatch.setattr(module, "_train_segments", lambda: (segments, None))
+    module._check_shares()  # epoch 0 of 2 grace epochs: a warning, and the epoch is not selectable
+    assert module._under_share
+    with pytest.raises(AdlabError, match="segment 2 holds 7.00% of train customers"):
+        module._check_shares(final=True)
+    segments[-3:] = 0  # 4%: under half the share, a collapse even within the grace
+    with pytest.raises(AdlabError, match="segment 2 holds 4.00%"):
         module._check_shares()
 
 

@@ -8,12 +8,15 @@
   (fewer where ties merge edges; the metrics count the occupied cells).
 
 Each fits on the train customers only and reports `val/...` and `test/...` as the model does
-(`adlab.families.segments.metrics.segment_metrics`; the silhouette in the input feature space).
+(`adlab.families.segments.metrics.segment_metrics`; the silhouette in the input feature space), and
+`ari_bootstrap`: the same baseline refitted on bootstrap resamples of the train customers against its fit.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,7 @@ from sklearn.mixture import GaussianMixture
 
 from adlab.data.features import DataMeta, TransactionsMeta
 from adlab.errors import AdlabError
-from adlab.families.segments.metrics import segment_metrics
+from adlab.families.segments.metrics import bootstrap_ari, segment_metrics
 
 log = logging.getLogger(__name__)
 RFM = ("days_since_last", "frequency", "total_spend")
@@ -68,15 +71,24 @@ class SegmentBaseline:
         if self.k > len(train):
             raise AdlabError(f"k={self.k}: expected at most the {len(train)} train customers")
         self.fit(train)
-        results = {}
+        results, points, segments = {}, {}, {}
         for stage in ("val", "test"):
             tensors = datamodule.tensors[stage]
-            features = feature_matrix(tensors, cardinalities)
+            points[stage] = feature_matrix(tensors, cardinalities)
+            segments[stage] = self.predict(points[stage])
             scores = segment_metrics(
-                self.predict(features), self.k, features, tensors["target"].double().numpy(), spend
+                segments[stage], self.k, points[stage], tensors["target"].double().numpy(), spend
             )
             results.update({f"{stage}/{name}": value for name, value in scores.items()})
+        stability = bootstrap_ari(self._refit, train, points, segments, seed=self.seed)
+        results.update({f"{stage}/ari_bootstrap": value for stage, value in stability.items()})
         return results
+
+    def _refit(self, train: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+        """A copy of this baseline fitted on `train` (a bootstrap resample); its `predict`."""
+        twin = copy.deepcopy(self)
+        twin.fit(train)
+        return twin.predict
 
 
 class KMeansBaseline(SegmentBaseline):

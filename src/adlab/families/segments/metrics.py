@@ -6,14 +6,19 @@
 - `segment_shares`: each segment's share of the customers (0 for an empty one).
 - `segment_metrics`: all of them for one split, as `{"eta2_spend" | "eta2_target", "buy_rate_spread",
   "min_share", "segments", "silhouette"}`.
+- `bootstrap_ari`: stability against the sample, the mean adjusted Rand index between a segmentation and
+  the same method refitted on bootstrap resamples of the train customers.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 SILHOUETTE_SAMPLE = 4000
+BOOTSTRAP_ROUNDS = 5
 
 
 def eta_squared(values: np.ndarray, segments: np.ndarray) -> float:
@@ -90,3 +95,23 @@ def segment_metrics(
 def adjusted_rand(first: np.ndarray, second: np.ndarray) -> float:
     """Adjusted Rand index of two segmentations of the same customers (1 = identical up to renaming)."""
     return float(adjusted_rand_score(first, second))
+
+
+def bootstrap_ari(
+    refit: Callable[[np.ndarray, int], Callable[[np.ndarray], np.ndarray]],
+    train: np.ndarray,
+    points: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    rounds: int = BOOTSTRAP_ROUNDS,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Per split, the mean adjusted Rand index between `reference[split]` (the segments of the fit on all
+    train customers) and the segments of `refit(resample, seed)` (a fit on a bootstrap resample of the
+    `train (n, d)` rows, returning a predictor of segments) applied to `points[split]`."""
+    rng = np.random.default_rng(seed)
+    scores: dict[str, list[float]] = {split: [] for split in points}
+    for round_ in range(int(rounds)):
+        predict = refit(train[rng.integers(0, len(train), len(train))], seed + round_)
+        for split, values in points.items():
+            scores[split].append(adjusted_rand(reference[split], predict(values)))
+    return {split: float(np.mean(values)) for split, values in scores.items() if values}

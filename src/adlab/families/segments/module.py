@@ -16,7 +16,7 @@ from torch import Tensor
 
 from adlab.data.features import DataMeta, TabularMeta, TrainSplit, TransactionsMeta
 from adlab.errors import AdlabError
-from adlab.families.segments.metrics import segment_metrics, segment_shares
+from adlab.families.segments.metrics import bootstrap_ari, segment_metrics, segment_shares
 from adlab.families.segments.nets import (
     TabularAutoencoder,
     batch_inputs,
@@ -46,9 +46,13 @@ class SegmentModule(L.LightningModule):
     from distorting into degenerate clusters.
 
     Guards (labels and holdout spend are never used in fitting; they only reach the metrics):
-    - every segment keeps at least `min_segment_share` of the train customers, checked at the switch (the
-      k-means start is re-seeded up to `reseeds` times) and after every later epoch: a collapse is logged as
-      an error and the run stops with one line (`AdlabError`), never a silent result;
+    - every segment keeps at least `min_segment_share` of the train customers. At the switch the k-means
+      start is re-seeded up to `reseeds` times while a segment is under the share, and the start with the
+      largest smallest segment is kept. DEC's target distribution divides by the soft segment sizes, which
+      grows small segments, so a segment between half the share and the share is a logged warning for the
+      first `share_grace_epochs` clustering epochs, and such an epoch is never selected (`val/silhouette`
+      is logged as -1); after them, or under half the share at any time (a collapse), or when training
+      ends, it is logged as an error and the run stops with one line (`AdlabError`), never a silent result;
     - `fit_to_train` refuses (one line, exit 2) k < 2, k above the train customers, k x `min_segment_share`
       above 1 (no segmentation can keep every share) and features that are all constant.
 
@@ -65,6 +69,8 @@ class SegmentModule(L.LightningModule):
         alpha: degrees of freedom of the Student-t kernel.
         kmeans_restarts: k-means inits at the switch (the best inertia wins).
         reseeds: further k-means starts (new seeds) tried when a start leaves a segment under the share.
+        share_grace_epochs: clustering epochs in which a segment between half the share and the share is a
+            warning (the epoch is not selectable) rather than an error.
         seed: seed of the weights' initialisation and of k-means (the run's seed by default in configs).
         optimizer: a partial optimizer taking the parameters.
         report: write `segments.csv`, `profiles.csv` and `plots/segments_map.png` when testing.
@@ -88,6 +94,7 @@ class SegmentModule(L.LightningModule):
         alpha: float = 1.0,
         kmeans_restarts: int = 10,
         reseeds: int = 3,
+        share_grace_epochs: int = 5,
         seed: int = 0,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         report: bool = True,
@@ -108,10 +115,16 @@ class SegmentModule(L.LightningModule):
                 f"model.k={k} x model.min_segment_share={min_segment_share} exceeds all customers; expected "
                 "k x min share <= 1"
             )
-        if int(pretrain_epochs) < 0 or float(cluster_weight) < 0 or float(alpha) <= 0:
+        if (
+            int(pretrain_epochs) < 0
+            or float(cluster_weight) < 0
+            or float(alpha) <= 0
+            or int(share_grace_epochs) < 0
+        ):
             raise AdlabError(
-                f"model.pretrain_epochs={pretrain_epochs}, cluster_weight={cluster_weight}, alpha={alpha}: "
-                "expected pretrain_epochs >= 0, cluster_weight >= 0, alpha > 0"
+                f"model.pretrain_epochs={pretrain_epochs}, cluster_weight={cluster_weight}, alpha={alpha}, "
+                f"share_grace_epochs={share_grace_epochs}: expected pretrain_epochs >= 0, cluster_weight >= 0, "
+                "alpha > 0, share_grace_epochs >= 0"
             )
         self.save_hyperparameters(ignore=["meta", "optimizer"])
         self.spend = isinstance(meta, TransactionsMeta)
@@ -135,6 +148,7 @@ class SegmentModule(L.LightningModule):
         self._teacher: tuple[TabularAutoencoder, Tensor, Tensor] | None = None
         self._outputs: dict[str, list[Tensor]] = {}
         self._losses: list[Tensor] = []
+        self._under_share = False  # this epoch's train segments break the share (within the grace)
 
     # ------------------------------------------------------------------ fitting besides weights
     def fit_to_train(self, train: TrainSplit) -> None:
@@ -209,24 +223,29 @@ class SegmentModule(L.LightningModule):
             )
         latent = self.encode_all(*self._train).double().numpy()
         share = self.hparams.min_segment_share
+        best: tuple[float, KMeans] | None = None
         for attempt in range(int(self.hparams.reseeds) + 1):
             seed = int(self.hparams.seed) + 1000 * attempt
             kmeans = KMeans(self.k, n_init=int(self.hparams.kmeans_restarts), random_state=seed).fit(latent)
-            shares = segment_shares(kmeans.labels_, self.k)
-            if shares.min() >= share:
+            smallest = float(segment_shares(kmeans.labels_, self.k).min())
+            if best is None or smallest > best[0]:
+                best = (smallest, kmeans)
+            if smallest >= share:
                 break
             log.warning(
                 "segments: k-means start %d (seed %d) leaves a segment with %.2f%% of train customers "
-                "(< %.2f%%); re-seeding",
+                "(< %.2f%%)",
                 attempt + 1,
                 seed,
-                100 * shares.min(),
+                100 * smallest,
                 100 * share,
             )
-        else:
+        assert best is not None
+        smallest, kmeans = best
+        if smallest < share / 2:
             message = (
                 f"model: segment collapse at the k-means start: after {int(self.hparams.reseeds) + 1} seeds the "
-                f"smallest segment holds {shares.min():.2%} of train customers, below "
+                f"smallest segment holds {smallest:.2%} of train customers, below half of "
                 f"model.min_segment_share={share}; expected a smaller model.k or model.min_segment_share"
             )
             log.error(message)
@@ -236,18 +255,32 @@ class SegmentModule(L.LightningModule):
             self.centres_ready.fill_(True)
         log.info("segments: clustering head started from k-means at epoch %d", self.current_epoch)
 
-    def _check_shares(self) -> None:
-        """The share guard on the train customers, and the segments' names from their profile."""
+    def _check_shares(self, final: bool = False) -> None:
+        """The share guard on the train customers (class docstring; `final`: no grace), and the segments'
+        names from their profile."""
         segments, _ = self._train_segments()
         shares = segment_shares(segments, self.k)
-        if shares.min() < self.hparams.min_segment_share:
+        share = self.hparams.min_segment_share
+        grace = self.current_epoch < int(self.hparams.pretrain_epochs) + int(self.hparams.share_grace_epochs)
+        self._under_share = bool(shares.min() < share)
+        if self._under_share and (final or not grace or shares.min() < share / 2):
             message = (
                 f"model: segment collapse at epoch {self.current_epoch}: segment {int(shares.argmin())} holds "
                 f"{shares.min():.2%} of train customers, below model.min_segment_share="
-                f"{self.hparams.min_segment_share}; expected a smaller model.cluster_weight or model.k"
+                f"{share}; expected a smaller model.cluster_weight or model.k"
             )
             log.error(message)
             raise AdlabError(message)
+        if self._under_share:
+            log.warning(
+                "segments: epoch %d: segment %d holds %.2f%% of train customers (< %.2f%%); within the first "
+                "%d clustering epochs, so training goes on and this epoch is not selected",
+                self.current_epoch,
+                int(shares.argmin()),
+                100 * shares.min(),
+                100 * share,
+                int(self.hparams.share_grace_epochs),
+            )
         numeric = self._train[0]
         profile = segment_profile(
             numeric.numpy(), self.raw_features(numeric).numpy(), segments, self.k, self.feature_names
@@ -308,21 +341,24 @@ class SegmentModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         """A run shorter than `pretrain_epochs` (fast_dev_run, a time budget) still ends with segments: the
-        k-means start on the pretrained embedding (logged)."""
-        if not bool(self.centres_ready) and self._train is not None:
+        k-means start on the pretrained embedding (logged). Either way the share guard runs without grace."""
+        if bool(self.centres_ready) and self._train is not None:
+            self._check_shares(final=True)
+        elif self._train is not None:
             log.warning(
                 "segments: training ended before model.pretrain_epochs=%d; the segments are k-means on the "
                 "autoencoder's embedding (no clustering head epochs)",
                 self.hparams.pretrain_epochs,
             )
             self._start_centres()
-            self._check_shares()
+            self._check_shares(final=True)
 
     def on_validation_epoch_start(self) -> None:
         # during fitting, after the epoch's training batches and before its checkpoint: guard and names
         fitting = (
             self._trainer is not None and self.trainer.training is False and self.trainer.state.fn == "fit"
         )
+        self._under_share = False
         if (
             fitting
             and not self.trainer.sanity_checking
@@ -366,10 +402,27 @@ class SegmentModule(L.LightningModule):
                 self.log("val/silhouette", -1.0)
             return
         outputs = {name: torch.cat(parts).numpy() for name, parts in self._outputs.items()}
-        scores = segment_metrics(
-            outputs["segment"].astype(np.int64), self.k, outputs["latent"], outputs["target"], self.spend
-        )
+        segments = outputs["segment"].astype(np.int64)
+        scores = segment_metrics(segments, self.k, outputs["latent"], outputs["target"], self.spend)
+        if stage == "val" and self._under_share:
+            scores["silhouette"] = -1.0  # the train segments break the share: never the selected epoch
+        if stage == "test" and self._train is not None:
+            scores["ari_bootstrap"] = self.bootstrap_ari(outputs["latent"], segments)
         self.log_dict({f"{stage}/{name}": float(value) for name, value in scores.items()})
+
+    def bootstrap_ari(self, latent: np.ndarray, segments: np.ndarray) -> float:
+        """Stability against the sample with the encoder held fixed: the mean ARI between `segments` of the
+        rows `latent (n, latent_dim)` and k-means (seeded `kmeans_restarts` inits, as at the switch)
+        refitted on bootstrap resamples of the train customers' embeddings."""
+        assert self._train is not None
+        train = self.encode_all(*self._train).double().numpy()
+
+        def refit(sample: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+            kmeans = KMeans(self.k, n_init=int(self.hparams.kmeans_restarts), random_state=seed).fit(sample)
+            return lambda values: kmeans.predict(np.asarray(values, dtype=np.float64))
+
+        stability = bootstrap_ari(refit, train, {"test": latent}, {"test": segments}, seed=int(self.hparams.seed))
+        return stability["test"]
 
     def on_validation_epoch_end(self) -> None:
         self._log_segment_metrics("val")
