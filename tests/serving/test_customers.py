@@ -292,3 +292,24 @@ def test_a_package_of_another_task_is_refused(value_run):
     other = dataclasses.replace(package, preprocessing={**package.preprocessing, "task": "recommendation"})
     with pytest.raises(AdlabError, match="not a package of customers from transactions"):
         CustomerScorer(other)
+
+
+def test_requests_carry_iso_days_whatever_the_training_files_date_format(value_run, tmp_path):
+    """A model trained on day-first dates reads files written that way, and JSON requests as ISO days."""
+    package = load_customer_scorer(value_run[1]).package
+    log_format = {**package.preprocessing["log"], "date_format": "%d/%m/%Y"}
+    dayfirst = CustomerScorer(
+        dataclasses.replace(package, preprocessing={**package.preprocessing, "log": log_format})
+    )
+    log = generate_transactions(4, seed=5)
+    log.to_csv(tmp_path / "iso.csv", index=False)
+    log.assign(date=pd.to_datetime(log["date"]).dt.strftime("%d/%m/%Y")).to_csv(
+        tmp_path / "dmy.csv", index=False
+    )
+    score_log_file(dayfirst, tmp_path / "dmy.csv", tmp_path / "dmy_out.csv")
+    score_log_file(load_customer_scorer(value_run[1]), tmp_path / "iso.csv", tmp_path / "iso_out.csv")
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "dmy_out.csv"), pd.read_csv(tmp_path / "iso_out.csv")
+    )
+    answer = TestClient(create_app(dayfirst)).post("/score", json={"transactions": _lines(log)})
+    assert answer.status_code == 200 and len(answer.json()["customers"]) == 4

@@ -16,6 +16,7 @@ Customers with no purchase on or before the as-of day are not scored (`CustomerS
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,11 +136,15 @@ class CustomerScorer:
             raise AdlabError(f"{what}={as_of!r}: expected an ISO date such as {self.cutoff.date()}")
         return pd.Timestamp(parse_dates(pd.Series([as_of]), what, None, False, "expected YYYY-MM-DD").iloc[0])
 
-    def validated_log(self, frame: pd.DataFrame, where: str) -> pd.DataFrame:
-        """A frame of raw log lines (as read from a file or a request) validated as training read its log."""
+    def validated_log(self, frame: pd.DataFrame, where: str, iso_dates: bool = False) -> pd.DataFrame:
+        """A frame of raw log lines validated as training read its log; `iso_dates` reads dates as ISO days
+        whatever the training file's format (JSON requests)."""
+        log_format = self.log_format
+        if iso_dates:
+            log_format = dataclasses.replace(log_format, date_format=None, dayfirst=False)
         return validate_log(
             frame,
-            self.log_format,
+            log_format,
             where,
             column_hint="expected the columns of the training log",
             date_hint=f"the model reads dates as {self._date_rule()}",

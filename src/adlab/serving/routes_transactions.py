@@ -199,7 +199,7 @@ def add_routes(
             return refused
         try:
             frame, as_of = request_log(payload, scorer, max_rows)
-            log = scorer.validated_log(frame, "transactions")
+            log = scorer.validated_log(frame, "transactions", iso_dates=True)
             scores = scorer.score_log(log, scorer.as_of_day(as_of))
         except RequestError as invalid:
             return error(invalid.status, str(invalid), invalid.key)
