@@ -37,11 +37,11 @@ def report_user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a job function (its first argument: the job's config) so that an `AdlabError` ends the process
     with one line and status 2, and Ctrl-C with one line saying how to go on and status 130.
 
-    The job runs with adlab's warning filters (`adlab.harness.console.quiet_warnings`).
+    The job runs with adlab's warning filters (`adlab.harness.quiet.quiet_warnings`).
     """
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        from adlab.harness.console import quiet_warnings
+        from adlab.harness.quiet import quiet_warnings
 
         interrupted: list[int] = []
 

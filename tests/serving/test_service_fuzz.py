@@ -287,3 +287,27 @@ def test_warnings_cost_nothing_on_the_usual_request(app, schema, customers):
     assert np.isfinite(
         schema.minimum[[schema.numeric.index(n) for n in schema.required if n in schema.numeric]]
     ).all()
+
+
+def test_the_service_and_its_log_filter_load_no_torch(package):
+    """adlab-serve runs ONNX Runtime: the app for a tabular package, the log filter every entry point's Hydra
+    config sets (configs/hydra/default.yaml) and the job wrapper load neither torch nor Lightning, which
+    would multiply the service's resident memory (figures: docs/reliability.md)."""
+    import subprocess
+
+    code = "\n".join(
+        [
+            "import sys, hydra.utils, yaml",
+            "from adlab.cli import report_user_errors",
+            "from adlab.harness.configs import config_dir",
+            "from adlab.serving.app import create_app",
+            f"create_app({str(package)!r})",
+            "job_logging = yaml.safe_load((config_dir() / 'hydra' / 'default.yaml').read_text())['job_logging']",
+            "hydra.utils.get_class(job_logging['filters']['quiet']['()'])",
+            "report_user_errors(lambda config: None)(None)",
+            "print(sorted(name for name in ('torch', 'lightning') if name in sys.modules))",
+        ]
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "[]"
