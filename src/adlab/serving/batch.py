@@ -243,7 +243,7 @@ def score_file(
                 try:
                     parquet = pq.ParquetFile(input_path)
                 except (pa.ArrowInvalid, OSError) as error:
-                    raise AdlabError(f"could not read as parquet ({str(error).splitlines()[0]})") from None
+                    raise AdlabError(f"could not read as parquet ({excerpt(error)})") from None
                 plan = plan_columns(schema, parquet.schema_arrow.names, id_column, keep, ignore)
                 schema.check_types(parquet.schema_arrow)
                 batches = _parquet_batches(parquet, plan, chunk_rows)
@@ -270,7 +270,7 @@ def score_file(
         except OSError as error:  # a full disk or a vanished folder while writing; nothing is left behind
             raise AdlabError(
                 f"input={input_path}, output={output_path}: scoring stopped after {rows} rows "
-                f"({error.strerror or str(error).splitlines()[0]}); nothing was written"
+                f"({error.strerror or excerpt(error)}); nothing was written"
             ) from None
         if rows == 0:
             raise AdlabError(f"input={input_path}: the file has a header but no rows")

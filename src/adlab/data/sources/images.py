@@ -26,7 +26,7 @@ from torch import Tensor
 from adlab.data.features import DataMeta, ImageMeta
 from adlab.data.sources.base import BuiltData, NewData
 from adlab.data.sources.tabular import read_table
-from adlab.errors import AdlabError
+from adlab.errors import AdlabError, excerpt
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +356,7 @@ class ImageSource:
                         image = image.resize(size, Image.Resampling.BILINEAR)
                 return np.asarray(image, dtype=np.uint8).copy()
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            return str(error).splitlines()[0] if str(error) else type(error).__name__
+            return excerpt(error)
 
     # ------------------------------------------------------------- new files
     def build_new(self, meta: DataMeta, preprocessing: dict, labelled: bool) -> NewData:

@@ -27,7 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from adlab.errors import AdlabError
+from adlab.errors import AdlabError, excerpt
 from adlab.harness.checkpoints import load_module, load_weights
 from adlab.harness.io import atomic_write_bytes
 
@@ -258,9 +258,8 @@ class InceptionFeatures(nn.Module):
         try:
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except (RuntimeError, ValueError) as error:
-            first = str(error).splitlines()[0]
             raise AdlabError(
-                f"model.inception_weights={path}: not torchvision inception_v3 weights ({first[:160]})"
+                f"model.inception_weights={path}: not torchvision inception_v3 weights ({excerpt(error, 160)})"
             ) from None
         net.fc = nn.Identity()
         self.net = net.eval().requires_grad_(False)

@@ -15,7 +15,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from adlab.data.features import DataMeta, ImageMeta
-from adlab.errors import AdlabError
+from adlab.errors import AdlabError, excerpt
 from adlab.families.imagery.augment import BatchAugment
 from adlab.families.imagery.export import image_classifier_spec
 from adlab.families.imagery.nets import SmallCNN
@@ -127,10 +127,9 @@ class ImageryModule(L.LightningModule):
             with torch.no_grad():
                 self.net(torch.zeros(2, *self.image_shape))
         except RuntimeError as error:
-            first = str(error).splitlines()[0]
             raise AdlabError(
                 f"model.net cannot take {self.image_shape[1]}x{self.image_shape[2]} images with "
-                f"{self.image_shape[0]} channel(s) ({first[:160]}); set data.source.image_size larger"
+                f"{self.image_shape[0]} channel(s) ({excerpt(error, 160)}); set data.source.image_size larger"
             ) from None
         finally:
             self.net.train(was_training)
