@@ -167,7 +167,7 @@ class RecommenderScorer:
             "max_length": self.max_length,
             "rules": [
                 "item ids are the catalogue's; an unknown id is ignored and counted (unknown_items)",
-                f"the latest {self.max_length} known items are the history; they are never recommended",
+                f"the latest {self.max_length} known items are the model's input; no known item given is recommended",
                 "an empty history gets the most popular items (fallback: popularity)",
                 f"k: a whole number from 1 to {self.catalogue_size}",
                 "similar: the nearest items by cosine of the model's item vectors",
