@@ -6,13 +6,11 @@ tiny SASRec model trained on a generated log with MovieLens' schema.
 
 from __future__ import annotations
 
-import collections
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import schemathesis
 from starlette.testclient import TestClient
 
 from adlab.data.sources.interactions import generate_interactions
@@ -24,7 +22,7 @@ from adlab.serving.package import load_package
 from adlab.serving.recommender import RecommenderScorer
 from adlab.train import train
 from tests.helpers import TINY, compose_config
-from tests.serving.test_service_fuzz import FUZZ_CONFIG, fuzz
+from tests.serving.test_service_fuzz import fuzz_app
 
 FILMS = 40
 
@@ -171,12 +169,7 @@ def test_media_type_malformed_json_and_size_are_refused(client):
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(app):
     """A few dozen generated bodies per endpoint and mode: every answer documented and fitting its schema,
     valid bodies accepted (200, or 404 for an item not in the catalogue), invalid ones refused with a 4xx."""
-    api = schemathesis.openapi.from_asgi("/openapi.json", app, config=FUZZ_CONFIG)
-    statuses: collections.Counter = collections.Counter()
-    failures: list[str] = []
-    for result in api.get_all_operations():
-        for mode in ("positive", "negative"):
-            fuzz(result.ok(), mode, 25, statuses, failures)
+    statuses, failures = fuzz_app(app, 25)
     assert failures == []
     assert not any(status >= 500 for status in statuses)
     # /similar's generated ids are mostly not among the 40 films: 404s

@@ -96,15 +96,21 @@ def fuzz(operation, mode: str, examples: int, statuses: collections.Counter, fai
         assert mode == "negative" and operation.method.upper() == "GET"
 
 
-def test_schemathesis_finds_no_server_error_and_no_schema_violation(app):
-    """A few dozen generated requests per endpoint and mode (valid and invalid bodies): every answer is
-    documented and fits its schema, valid bodies are accepted, invalid ones refused with a 4xx."""
+def fuzz_app(app, examples: int) -> tuple[collections.Counter, list[str]]:
+    """`fuzz` every operation of the app's OpenAPI in both modes: the statuses answered, the failed checks."""
     api = schemathesis.openapi.from_asgi("/openapi.json", app, config=FUZZ_CONFIG)
     statuses: collections.Counter = collections.Counter()
     failures: list[str] = []
     for result in api.get_all_operations():
         for mode in ("positive", "negative"):
-            fuzz(result.ok(), mode, 25, statuses, failures)
+            fuzz(result.ok(), mode, examples, statuses, failures)
+    return statuses, failures
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(app):
+    """A few dozen generated requests per endpoint and mode (valid and invalid bodies): every answer is
+    documented and fits its schema, valid bodies are accepted, invalid ones refused with a 4xx."""
+    statuses, failures = fuzz_app(app, 25)
     assert failures == []
     assert not any(status >= 500 for status in statuses)
     assert statuses[200] >= 50 and statuses[422] >= 40

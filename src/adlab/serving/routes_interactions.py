@@ -18,6 +18,7 @@ number from 1 to the catalogue's size) is a 422 whose `detail` names the input a
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -70,13 +71,16 @@ def whole(value: Any) -> Any:
     return int(value) if type(value) is float and value.is_integer() else value
 
 
-def item_id(value: Any, where: str) -> str:
-    """An item id as the catalogue writes it (a string); `RequestError` unless a JSON string or integer."""
+def item_id(value: Any, where: str, key: str) -> str:
+    """An item id as the catalogue writes it (a string); `RequestError` (naming `where`, in the body's `key`)
+    unless a JSON string or integer."""
     if type(value) is str:
         return value
     if type(whole(value)) is int:
         return str(whole(value))
-    raise RequestError(f"{where}={excerpt(repr(value), 60)}: expected an item id (a string or an integer)")
+    raise RequestError(
+        f"{where}={excerpt(repr(value), 60)}: expected an item id (a string or an integer)", key
+    )
 
 
 def whole_k(payload: dict[str, Any], scorer: RecommenderScorer) -> int:
@@ -90,6 +94,21 @@ def whole_k(payload: dict[str, Any], scorer: RecommenderScorer) -> int:
         raise RequestError(
             f"k={shown}: expected a whole number from 1 to the catalogue's {scorer.catalogue_size} items", "k"
         ) from None
+
+
+def json_route(answer: Callable[[Any], Response]) -> Callable[[Request], Awaitable[Response]]:
+    """A POST handler: the JSON body (415/422 when it is none) to `answer`, whose `RequestError` is a 422."""
+
+    async def route(request: Request) -> Response:
+        payload, refused = await read_json(request)
+        if refused is not None:
+            return refused
+        try:
+            return answer(payload)
+        except RequestError as invalid:
+            return error(422, str(invalid), invalid.key)
+
+    return route
 
 
 def recommendation_schemas(scorer: RecommenderScorer) -> dict[str, dict[str, Any]]:
@@ -175,39 +194,25 @@ def add_routes(
     def answer(recommendation: Recommendation) -> Response:
         return json_response(200, {**recommendation.to_dict(), "model_version": version})
 
-    async def recommend(request: Request) -> Response:
-        payload, refused = await read_json(request)
-        if refused is not None:
-            return refused
-        try:
-            body = _object(payload, "items", '{"items": [item id, ...], "k": optional}')
-            items = body["items"]
-            if type(items) is not list:
-                raise RequestError(f"items={excerpt(repr(items), 60)}: expected a list of item ids", "items")
-            history = [item_id(value, f"items[{position}]") for position, value in enumerate(items)]
-            k = whole_k(body, scorer)
-        except RequestError as invalid:
-            return error(422, str(invalid), invalid.key or "items")
-        return answer(scorer.recommend(history, k))
+    def recommend(payload: Any) -> Response:
+        body = _object(payload, "items", '{"items": [item id, ...], "k": optional}')
+        items = body["items"]
+        if type(items) is not list:
+            raise RequestError(f"items={excerpt(repr(items), 60)}: expected a list of item ids", "items")
+        history = [item_id(value, f"items[{position}]", "items") for position, value in enumerate(items)]
+        return answer(scorer.recommend(history, whole_k(body, scorer)))
 
-    async def similar(request: Request) -> Response:
-        payload, refused = await read_json(request)
-        if refused is not None:
-            return refused
-        try:
-            body = _object(payload, "item", '{"item": item id, "k": optional}')
-            item = item_id(body["item"], "item")
-            k = whole_k(body, scorer)
-        except RequestError as invalid:
-            return error(422, str(invalid), invalid.key or "item")
+    def similar(payload: Any) -> Response:
+        body = _object(payload, "item", '{"item": item id, "k": optional}')
+        item, k = item_id(body["item"], "item", "item"), whole_k(body, scorer)
         if item not in scorer.index:
             shown = excerpt(repr(item), 60)
             return error(404, f"item={shown}: not in the catalogue of {scorer.catalogue_size} items", "item")
         return answer(scorer.similar(item, k))
 
     # plain Starlette routes, documented in the OpenAPI schema (as the tabular kind's)
-    app.add_route("/recommend", recommend, methods=["POST"])
-    app.add_route("/similar", similar, methods=["POST"])
+    app.add_route("/recommend", json_route(recommend), methods=["POST"])
+    app.add_route("/similar", json_route(similar), methods=["POST"])
     return KindService(
         title="adlab recommendations",
         model_version=version,
