@@ -46,7 +46,14 @@ COIL_AS_TABLE = [
     "data.source.id_column=customer_id",
     "data.source.drop=[split]",
 ]
-TABULAR_OVERRIDES = {"propensity_cdnow": COIL_AS_TABLE, "propensity_csv": COIL_AS_TABLE}
+# the churn presets name their positive class ("Yes"/"yes"); CARAVAN is 0/1
+CHURN_AS_TABLE = [*COIL_AS_TABLE, "data.source.positive=null"]
+TABULAR_OVERRIDES = {
+    "propensity_cdnow": COIL_AS_TABLE,
+    "propensity_csv": COIL_AS_TABLE,
+    "propensity_telco": CHURN_AS_TABLE,
+    "propensity_mlc": CHURN_AS_TABLE,
+}
 
 
 @pytest.mark.parametrize("experiment", TABULAR)
