@@ -46,7 +46,7 @@ def test_segments_csv_fast_dev_run(segments_csv, tmp_path):
     assert 0 <= metrics["test/eta2_spend"] <= 1
 
 
-def test_segments_csv_writes_segments_profiles_and_eval_reproduces_them(segments_csv, tmp_path):
+def test_segments_csv_writes_segments_profiles_and_eval_reproduces_them(segments_csv, tmp_path, wandb_media):
     cfg = compose_config(
         "train",
         [
@@ -54,6 +54,7 @@ def test_segments_csv_writes_segments_profiles_and_eval_reproduces_them(segments
             "model.k=3",
             "model.pretrain_epochs=2",
             "trainer.max_epochs=4",
+            "logger=wandb",
         ],
         tmp_path / "run",
     )
@@ -67,6 +68,10 @@ def test_segments_csv_writes_segments_profiles_and_eval_reproduces_them(segments
     profiles = pd.read_csv(run / "profiles.csv")
     assert profiles["size"].sum() == 60 and profiles["name"].str.len().gt(0).all()
     assert {"top_features", "buy_rate", "mean_holdout_spend"} <= set(profiles.columns)
+    # each segment's top features with their lift over the population, and a name made from them
+    assert profiles["top_features"].str.count("lift").eq(3).all() and profiles["name"].is_unique
+    assert profiles["buy_rate"].between(0, 1).all() and (profiles["mean_holdout_spend"] >= 0).all()
+    assert {"tables/profiles", "tables/segments", "plots/segments_map"} <= set(wandb_media)
     assert len(pd.read_csv(run / "segments.csv")) == 60
     assert (run / "plots" / "segments_map.png").is_file()
     # the segments' names travel in the checkpoint
