@@ -42,9 +42,10 @@ bench: install
 	$(BIN)/python scripts/bench_harness.py
 
 # peer libraries, kept out of adlab's dependencies, for side-by-side baselines in a venv of their own:
-# pymc-marketing (BG/NBD + Gamma-Gamma of the value family), implicit (ALS of the recommendation family); run e.g. .venv-peers/bin/adlab-train ...
+# pymc-marketing (BG/NBD + Gamma-Gamma of the value family), implicit (ALS of the recommendation family),
+# pytabkit (RealMLP, TabM), catboost, lightgbm (scripts/bench_peers.py); run e.g. .venv-peers/bin/adlab-train ...
 PEERS_VENV ?= .venv-peers
-PEERS ?= pymc-marketing implicit tensorboard thop texttable tabulate colorama
+PEERS ?= pymc-marketing implicit tensorboard thop texttable tabulate colorama pytabkit catboost lightgbm
 # RecBole (SASRec peer of the recommendation family, scripts/recbole_sasrec.py) without its pinned deps: ray
 # (hyper-parameter search, unused; a stand-in at import) is left out, torch/numpy/colorlog stay as they are
 RECBOLE ?= recbole==1.2.1
