@@ -19,34 +19,20 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from adlab.errors import AdlabError, excerpt
+from adlab.data.sources.base import read_log
+from adlab.errors import AdlabError
 from adlab.harness.io import atomic_write_bytes
 from adlab.harness.report import print_outputs
+from adlab.serving.batch import file_kind
 from adlab.serving.customers import CustomerScorer, CustomerScores
 from adlab.serving.package import ModelPackage
 
-SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "whitespace": r"\s+"}
-
 
 def read_log_file(path: Path, scorer: CustomerScorer) -> pd.DataFrame:
-    """The input file as a frame (text as strings, parquet typed); `AdlabError` naming `input` otherwise."""
-    if not path.is_file():
-        raise AdlabError(f"input={path}: file not found")
-    suffixes = "".join(path.suffixes).lower()
-    try:
-        if suffixes.endswith((".parquet", ".pq")):
-            frame = pd.read_parquet(path)
-        else:
-            separator = "," if suffixes.endswith(".csv") else SEPARATORS.get(scorer.separator or "", None)
-            engine = "c" if separator == "," else "python"
-            frame = pd.read_csv(path, sep=separator, dtype=str, engine=engine)
-    except pd.errors.EmptyDataError:
-        raise AdlabError(f"input={path}: the file is empty, expected a header and rows") from None
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        raise AdlabError(f"input={path}: could not read it as a table ({excerpt(error)})") from None
-    if len(frame) == 0:
-        raise AdlabError(f"input={path}: the file has a header but no rows")
-    return frame
+    """The input file as a frame (text as strings, parquet typed); `AdlabError` naming `input` otherwise.
+    A `.csv` is comma-separated; another text file is split as the training log was."""
+    separator = "comma" if "".join(path.suffixes).lower().endswith(".csv") else scorer.separator
+    return read_log(path, "input", separator)
 
 
 def score_log_file(
@@ -58,8 +44,7 @@ def score_log_file(
     dates or amounts, refunds a `refunds=error` model refuses, no purchase on or before the as-of day.
     """
     input_path, output_path = Path(input_path), Path(output_path)
-    if not str(output_path).lower().endswith((".csv", ".parquet")):
-        raise AdlabError(f"output={output_path}: expected a .csv or .parquet file")
+    output_kind = file_kind(output_path, "output")
     if input_path.resolve() == output_path.resolve():
         raise AdlabError(f"output={output_path}: would overwrite the input")
     day = scorer.as_of_day(as_of)
@@ -80,7 +65,7 @@ def score_log_file(
         )
     table = scores.frame(scorer.log_format.customer)
     try:
-        if str(output_path).lower().endswith(".parquet"):
+        if output_kind == "parquet":
             atomic_write_bytes(output_path, table.to_parquet(index=False))
         else:
             atomic_write_bytes(output_path, table.to_csv(index=False).encode())

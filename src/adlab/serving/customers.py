@@ -17,6 +17,7 @@ Customers with no purchase on or before the as-of day are not scored (`CustomerS
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adlab.data.customer_features import LogFormat, customer_summary, parse_dates, validate_log
+from adlab.data.customer_features import LogFormat, customer_summary, validate_log
 from adlab.errors import AdlabError
 from adlab.serving.backends import load_backend
 from adlab.serving.package import GRAPH_MAX_ROWS, ModelPackage, load_package
@@ -33,6 +34,7 @@ CUSTOMERS_FORMAT = (
     "customers-from-transactions"  # preprocessing.json's `inputs_from` (harness/customer_export.py)
 )
 TASKS = ("customer_value", "customer_segments")
+_DAY = re.compile(r"\d{4}-?\d{2}-?\d{2}", re.ASCII)
 
 
 @dataclass
@@ -129,12 +131,18 @@ class CustomerScorer:
         return names + (["decile", "tier"] if self.rating else [])
 
     def as_of_day(self, as_of: Any, what: str = "as_of") -> pd.Timestamp:
-        """`as_of` (an ISO date, or None for the package's cutoff) as a day; `AdlabError` naming `what`."""
+        """`as_of` (a day as YYYY-MM-DD or YYYYMMDD, or None for the package's cutoff) as a timestamp;
+        `AdlabError` naming `what` otherwise."""
         if as_of is None:
             return self.cutoff
-        if not isinstance(as_of, str):
-            raise AdlabError(f"{what}={as_of!r}: expected an ISO date such as {self.cutoff.date()}")
-        return pd.Timestamp(parse_dates(pd.Series([as_of]), what, None, False, "expected YYYY-MM-DD").iloc[0])
+        text = str(as_of) if isinstance(as_of, (str, int)) and not isinstance(as_of, bool) else ""
+        try:
+            day = pd.Timestamp(text) if _DAY.fullmatch(text) else None
+        except ValueError:
+            day = None
+        if day is None:
+            raise AdlabError(f"{what}={as_of!r}: expected a day such as {self.cutoff.date()}")
+        return day
 
     def validated_log(self, frame: pd.DataFrame, where: str, iso_dates: bool = False) -> pd.DataFrame:
         """A frame of raw log lines validated as training read its log; `iso_dates` reads dates as ISO days
