@@ -6,6 +6,8 @@ other endpoints depend on the kind of data its `preprocessing.json` names, each 
 
 - `tabular` (propensity scorers): `POST /score`, `POST /score/batch` (serving/routes_tabular.py);
 - `interactions` (recommenders): `POST /recommend`, `POST /similar` (serving/routes_interactions.py);
+- `transactions` (customer value and segments): `POST /score` with customers' purchase lines
+  (serving/routes_transactions.py);
 - every other kind: the docstring of its serving/routes_<kind>.py.
 
 Bad input never reaches a model unchecked and never ends in a 500: a body over `max_body_bytes` (from
