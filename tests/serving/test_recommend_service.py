@@ -1,5 +1,5 @@
 """A recommendation package behind adlab-serve (/recommend, /similar) and adlab-score (top-k per user), on a
-tiny SASRec model trained on a generated log with MovieLens' schema.
+tiny two-tower model (reading the users' gender) trained on a generated log with MovieLens' schema.
 
 `scripts/fuzz_service.py --package DIR` fuzzes the same endpoints at scale (2,000+ requests per endpoint).
 """
@@ -29,18 +29,19 @@ FILMS = 40
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory) -> dict[str, Path]:
-    """60 generated users' ratings of 40 films (CSV) and the film table with titles."""
+    """60 generated users' ratings of 40 films (CSV), the film table with titles and the user table."""
     folder = tmp_path_factory.mktemp("recommend_log")
-    ratings, items, _ = generate_interactions(60, FILMS, seed=0)
-    paths = {"ratings": folder / "ratings.csv", "items": folder / "items.csv"}
+    ratings, items, users = generate_interactions(60, FILMS, seed=0)
+    paths = {"ratings": folder / "ratings.csv", "items": folder / "items.csv", "users": folder / "users.csv"}
     ratings.to_csv(paths["ratings"], index=False)
     items.to_csv(paths["items"], index=False)
+    users.to_csv(paths["users"], index=False)
     return paths
 
 
 @pytest.fixture(scope="module")
 def package(log, tmp_path_factory) -> Path:
-    """A SASRec model trained for 2 epochs on the tiny log, exported to ONNX."""
+    """A two-tower model trained for 2 epochs on the tiny log, exported to ONNX."""
     run = tmp_path_factory.mktemp("recommend_run")
     overrides = [
         "experiment=recommend_csv",
@@ -50,6 +51,9 @@ def package(log, tmp_path_factory) -> Path:
         "data.source.item=item_id",
         "data.source.time=timestamp",
         "data.source.item_title=title",
+        f"data.source.users_path={log['users']}",
+        "data.source.user_attributes=[gender]",
+        "model=recommend_two_tower",
         "data.source.max_length=8",
         "model.net.dim=16",
         "baselines=none",
@@ -130,6 +134,22 @@ def test_similar_answers_an_items_neighbours_and_404s_an_unknown_item(client, sc
     assert missing.status_code == 404 and missing.json()["detail"].startswith("item='no-such-film': not in")
 
 
+def test_recommend_reads_the_visitors_attributes_when_the_package_has_them(client, scorer):
+    genders = client.get("/metadata").json()["user_attributes"]["gender"]
+    assert scorer.user_attributes == ["gender"] and len(genders) == 2
+    history = scorer.item_ids[:3]
+    answers = [
+        client.post("/recommend", json={"items": history, "k": 5, "user": {"gender": gender}}).json()
+        for gender in genders
+    ]
+    assert answers[0]["unknown_user_values"] == 0 and answers[0]["items"] != answers[1]["items"]
+    assert answers[0]["items"] == scorer.recommend(history, 5, {"gender": genders[0]}).to_dict()["items"]
+    unseen = client.post("/recommend", json={"items": history, "k": 5, "user": {"gender": "X"}}).json()
+    plain = client.post("/recommend", json={"items": history, "k": 5}).json()
+    assert unseen["unknown_user_values"] == 1 and unseen["items"] == plain["items"]
+    assert "unknown_user_values" not in plain
+
+
 @pytest.mark.parametrize(
     ("path", "body", "feature", "message"),
     [
@@ -142,8 +162,16 @@ def test_similar_answers_an_items_neighbours_and_404s_an_unknown_item(client, sc
         ("/recommend", {"items": ["1", None]}, "items", "items[1]=None: expected an item id"),
         ("/recommend", {"items": [1.5]}, "items", "items[0]=1.5: expected an item id"),
         ("/recommend", {"item": ["1"]}, "items", 'expected a JSON object {"items"'),
-        ("/recommend", {"items": [], "user": 3}, "user", "key 'user' is not read"),
+        ("/recommend", {"items": [], "visitor": 3}, "visitor", "key 'visitor' is not read"),
         ("/recommend", [["1"]], "items", "expected a JSON object"),
+        (
+            "/recommend",
+            {"items": [], "user": {"age": 30}},
+            "user",
+            "user attribute 'age': not one of ['gender']",
+        ),
+        ("/recommend", {"items": [], "user": {"gender": 1.5}}, "user", "user.gender=1.5: expected a string"),
+        ("/recommend", {"items": [], "user": "F"}, "user", "user='F': expected an object"),
         ("/similar", {"item": ["1"]}, "item", "item=['1']: expected an item id"),
         ("/similar", {"item": "1", "k": -1}, "k", "k=-1: expected"),
         ("/similar", {}, "item", 'expected a JSON object {"item"'),

@@ -9,12 +9,14 @@ the history length `max_length`. Rules, also stated by `describe()` for `/metada
 - item ids are the catalogue's (strings); an id not in the catalogue is ignored and counted (`unknown`);
 - the latest `max_length` known items are the history (oldest first); items in it are never recommended;
 - an empty history (nothing known) gets the most popular items (`fallback: "popularity"`);
-- `k` is a whole number from 1 to the catalogue's size; anything else is refused with `AdlabError`.
+- `k` is a whole number from 1 to the catalogue's size; anything else is refused with `AdlabError`;
+- the visitor's attributes (`user_attributes`, e.g. age, gender), when the package has them, are optional:
+  one not given, or a value training never saw, is coded unknown (counted, `unknown_user_values`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,8 @@ class Recommendation:
         scores: the model's scores (train interaction counts for the popularity fallback).
         unknown: input item ids not in the catalogue (ignored).
         fallback: None, or "popularity" when no known item was given.
+        unknown_ids: those input item ids.
+        unknown_user_values: visitor attribute values training never saw (None: no attributes given).
     """
 
     items: list[str]
@@ -43,8 +47,11 @@ class Recommendation:
     unknown: int = 0
     fallback: str | None = None
     unknown_ids: list[str] = field(default_factory=list)
+    unknown_user_values: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON answer of the service (`unknown_user_values` only when attributes were given)."""
+        extra = {} if self.unknown_user_values is None else {"unknown_user_values": self.unknown_user_values}
         return {
             "items": [
                 {"item": i, "title": t, "score": s}
@@ -52,7 +59,7 @@ class Recommendation:
             ],
             "unknown_items": self.unknown,
             "fallback": self.fallback,
-        }
+        } | extra
 
 
 class RecommenderScorer:
@@ -78,6 +85,12 @@ class RecommenderScorer:
         self.index = {item: position + 1 for position, item in enumerate(self.item_ids)}
         self.max_length = int(pre["max_length"])
         self.user_attributes = list(pre.get("user_attributes") or [])
+        vocabularies = pre.get("vocabularies") or {}
+        # attribute value -> code (position in the sorted vocabulary + 1; 0 is unknown)
+        self.user_codes = {
+            name: {value: code + 1 for code, value in enumerate(vocabularies.get(f"user.{name}", []))}
+            for name in self.user_attributes
+        }
         self.popularity = np.asarray(pre["popularity"], dtype=np.float64)
         vectors = np.asarray(pre["item_vectors"], dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -106,9 +119,32 @@ class RecommenderScorer:
         part = np.argpartition(-scores, k - 1)[:k]
         return part[np.lexsort((part, -scores[part]))]
 
-    def recommend(self, items: Sequence[Any], k: int = 10) -> Recommendation:
-        """Top-k item ids for a visitor whose recent items are `items` (oldest first)."""
+    def encode_user(self, user: Mapping[str, Any] | None) -> int | None:
+        """Write the visitor's attribute codes into the graph's user input (unknown where not given or never
+        seen in training); how many given values training never saw (None when `user` is None).
+        `AdlabError` naming an attribute the package does not have."""
+        self._user.fill(0)
+        if user is None:
+            return None
+        unknown = 0
+        for name, value in user.items():
+            if name not in self.user_codes:
+                raise AdlabError(
+                    f"user attribute {name!r}: not one of the package's {self.user_attributes or 'none'}"
+                )
+            if value is not None:
+                code = self.user_codes[name].get(str(value), 0)
+                self._user[0, self.user_attributes.index(name)] = code
+                unknown += code == 0
+        return unknown
+
+    def recommend(
+        self, items: Sequence[Any], k: int = 10, user: Mapping[str, Any] | None = None
+    ) -> Recommendation:
+        """Top-k item ids for a visitor whose recent items are `items` (oldest first) and whose attributes
+        are `user` (optional, `{attribute: value}`)."""
         k = self.check_k(k)
+        unknown_user_values = self.encode_user(user)
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise AdlabError(f"items={items!r}: expected a list of item ids, oldest first")
         known, unknown_ids = [], []
@@ -127,6 +163,7 @@ class RecommenderScorer:
                 len(unknown_ids),
                 "popularity",
                 unknown_ids,
+                unknown_user_values,
             )
         latest = known[-self.max_length :]
         self._history.fill(0)
@@ -143,6 +180,7 @@ class RecommenderScorer:
             len(unknown_ids),
             None,
             unknown_ids,
+            unknown_user_values,
         )
 
     def similar(self, item: Any, k: int = 10) -> Recommendation:
@@ -171,5 +209,8 @@ class RecommenderScorer:
                 "an empty history gets the most popular items (fallback: popularity)",
                 f"k: a whole number from 1 to {self.catalogue_size}",
                 "similar: the nearest items by cosine of the model's item vectors",
+                "user attributes are optional; one not given or never seen in training is coded unknown "
+                "(unknown_user_values); the popularity fallback does not read them",
             ],
+            "user_attributes": {name: list(codes) for name, codes in self.user_codes.items()},
         }

@@ -4,7 +4,10 @@
   optional) -> `{"items": [{"item", "title", "score"}, ...], "unknown_items": n, "fallback": null,
   "model_version": v}`: the top-k items, best first, never one of the visitor's items. An id not in the
   catalogue is ignored and counted (`unknown_items`); a history with no known item gets the most popular
-  items (`fallback: "popularity"`, scores are train interaction counts).
+  items (`fallback: "popularity"`, scores are train interaction counts). When the package has user
+  attributes (`/metadata`'s `user_attributes`, e.g. the two-tower model's age and gender), the body may carry
+  the visitor's as `"user": {attribute: value}`; one not given, or a value training never saw, is coded
+  unknown (the latter counted, `unknown_user_values`).
 - `POST /similar`: `{"item": id, "k": 10}` -> the same answer with the k items nearest to `item` (cosine
   of the model's item vectors: "customers who liked this also liked"); an id not in the catalogue is a 404
   naming it.
@@ -37,6 +40,7 @@ from adlab.serving.routes import (
     read_json,
 )
 
+RECOMMEND_BODY = '{"items": [item id, ...], "k": optional, "user": optional {attribute: value}}'
 DEFAULT_K = 10  # items answered when a request names no k (fewer when the catalogue is smaller)
 ITEM_ID = {"type": ["string", "integer"], "description": "an item id of the catalogue"}
 REFUSALS = {
@@ -54,11 +58,11 @@ class RequestError(ValueError):
         self.key = key
 
 
-def _object(payload: Any, required: str, example: str) -> dict[str, Any]:
-    """The body as `{required: ..., ["k": ...]}`, else `RequestError`."""
+def _object(payload: Any, required: str, example: str, optional: tuple[str, ...] = ("k",)) -> dict[str, Any]:
+    """The body as `{required: ..., [optional keys]}`, else `RequestError`."""
     if type(payload) is not dict or required not in payload:
         raise RequestError(f"expected a JSON object {example}", required)
-    extra = sorted(set(payload) - {required, "k"})
+    extra = sorted(set(payload) - {required, *optional})
     if extra:
         raise RequestError(
             f"key {excerpt(repr(extra[0]), 60)} is not read; expected {example}", extra[0][:60]
@@ -96,6 +100,26 @@ def whole_k(payload: dict[str, Any], scorer: RecommenderScorer) -> int:
         ) from None
 
 
+def visitor(payload: dict[str, Any], scorer: RecommenderScorer) -> dict[str, str | None] | None:
+    """The request's `user` attributes as strings (None: not given), else `RequestError` naming the one that
+    does not fit (an attribute the package does not have, a value that is not a string or integer)."""
+    if "user" not in payload:
+        return None
+    user = payload["user"]
+    attributes = scorer.user_attributes
+    if type(user) is not dict:
+        raise RequestError(f"user={excerpt(repr(user), 60)}: expected an object {{attribute: value}}", "user")
+    values: dict[str, str | None] = {}
+    for name, value in user.items():
+        if name not in scorer.user_codes:
+            raise RequestError(f"user attribute {excerpt(repr(name), 60)}: not one of {attributes}", "user")
+        if value is not None and type(value) is not str and type(whole(value)) is not int:
+            shown = excerpt(repr(value), 60)
+            raise RequestError(f"user.{name}={shown}: expected a string, an integer or null", "user")
+        values[name] = None if value is None else str(whole(value))
+    return values
+
+
 def json_route(answer: Callable[[Any], Response]) -> Callable[[Request], Awaitable[Response]]:
     """A POST handler: the JSON body (415/422 when it is none) to `answer`, whose `RequestError` is a 422."""
 
@@ -114,9 +138,22 @@ def json_route(answer: Callable[[Any], Response]) -> Callable[[Request], Awaitab
 def recommendation_schemas(scorer: RecommenderScorer) -> dict[str, dict[str, Any]]:
     """JSON Schemas of the /recommend and /similar bodies and of their 200 answer."""
     k = {"type": "integer", "minimum": 1, "maximum": scorer.catalogue_size, "default": DEFAULT_K}
+    attributes = {
+        "type": "object",
+        "properties": {
+            name: {"type": ["string", "integer", "null"], "examples": list(codes)[:3]}
+            for name, codes in scorer.user_codes.items()
+        },
+        "additionalProperties": False,
+        "description": "the visitor's attributes; one not given or never seen in training is coded unknown",
+    }
     recommend = {
         "type": "object",
-        "properties": {"items": {"type": "array", "items": ITEM_ID}, "k": k},
+        "properties": {
+            "items": {"type": "array", "items": ITEM_ID},
+            "k": k,
+            **({"user": attributes} if scorer.user_attributes else {}),
+        },
         "required": ["items"],
         "additionalProperties": False,
     }
@@ -137,6 +174,7 @@ def recommendation_schemas(scorer: RecommenderScorer) -> dict[str, dict[str, Any
         "properties": {
             "items": {"type": "array", "items": ranked, "maxItems": scorer.catalogue_size},
             "unknown_items": {"type": "integer", "minimum": 0},
+            "unknown_user_values": {"type": "integer", "minimum": 0},
             "fallback": {"enum": [None, "popularity"]},
             "model_version": {"type": "string"},
         },
@@ -195,12 +233,12 @@ def add_routes(
         return json_response(200, {**recommendation.to_dict(), "model_version": version})
 
     def recommend(payload: Any) -> Response:
-        body = _object(payload, "items", '{"items": [item id, ...], "k": optional}')
+        body = _object(payload, "items", RECOMMEND_BODY, ("k", "user") if scorer.user_attributes else ("k",))
         items = body["items"]
         if type(items) is not list:
             raise RequestError(f"items={excerpt(repr(items), 60)}: expected a list of item ids", "items")
         history = [item_id(value, f"items[{position}]", "items") for position, value in enumerate(items)]
-        return answer(scorer.recommend(history, whole_k(body, scorer)))
+        return answer(scorer.recommend(history, whole_k(body, scorer), visitor(body, scorer)))
 
     def similar(payload: Any) -> Response:
         body = _object(payload, "item", '{"item": item id, "k": optional}')
