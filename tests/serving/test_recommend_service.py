@@ -241,6 +241,28 @@ def test_adlab_score_writes_top_k_per_user_and_counts_unknown_items(scorer, tmp_
     )
 
 
+def test_adlab_score_reads_the_users_attributes_from_a_users_table(scorer, tmp_path):
+    source = tmp_path / "histories.csv"
+    frame = _histories(scorer, source)
+    female, male = list(scorer.user_codes["gender"])
+    users = tmp_path / "users.csv"
+    pd.DataFrame({"visitor": ["a", "b"], "gender": [female, "unheard-of"]}).to_csv(users, index=False)
+    columns = HistoryColumns("visitor", "film", "when")
+    report = score_histories(scorer, source, tmp_path / "top.csv", 3, columns, users)
+    assert (
+        report.users_without_attributes == 1 and report.unknown_user_values == 1
+    )  # c is not in it; b's value
+    top = pd.read_csv(tmp_path / "top.csv", dtype={"user": str, "item": str})
+    history = frame[frame["visitor"] == "a"]["film"].tolist()
+    assert top[top["user"] == "a"]["item"].tolist() == scorer.recommend(history, 3, {"gender": female}).items
+    pd.DataFrame({"visitor": ["a"], "age": [30]}).to_csv(users, index=False)
+    with pytest.raises(AdlabError, match=r"histories.users_path=.*: no column \['gender'\]"):
+        score_histories(scorer, source, tmp_path / "top.csv", 3, columns, users)
+    pd.DataFrame({"visitor": ["a", "a"], "gender": [female, male]}).to_csv(users, index=False)
+    with pytest.raises(AdlabError, match="user 'a' has more than one row"):
+        score_histories(scorer, source, tmp_path / "top.csv", 3, columns, users)
+
+
 def test_adlab_score_mistakes_are_one_line_naming_the_input(scorer, tmp_path, monkeypatch, capsys, package):
     source = tmp_path / "histories.csv"
     _histories(scorer, source)

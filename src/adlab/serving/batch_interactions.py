@@ -1,7 +1,7 @@
 """`adlab-score` of a recommendation package (data kind `interactions`): top-k items per user of a file.
 
     adlab-score model=PACKAGE input=histories.csv output=top.csv [k=10] \
-        [histories.user=user_id histories.item=item_id histories.time=timestamp]
+        [histories.user=user_id histories.item=item_id histories.time=timestamp] [histories.users_path=FILE]
 
 The input holds one row per user-item event, like the interactions source (CSV or parquet; `histories.time`
 unix seconds or ISO dates, or null to take each user's rows in file order, oldest first). Each user's
@@ -9,7 +9,9 @@ items are their history; the output holds `user, rank, item, title, score` rows,
 user has seen nearly the whole catalogue), users in the order they first appear. The rules are the
 service's (`RecommenderScorer`): an item id not in the catalogue is ignored and counted (one warning line
 for the file), a user with no known item gets the most popular items, a user's items are never
-recommended to them. The file is read whole (a file of histories, not a log of years); the output is
+recommended to them. When the package reads user attributes (a two-tower model's age, gender ...),
+`histories.users_path` names a table of them (the user column and those attribute columns, one row per
+user; a user not in it, or a value training never saw, is coded unknown). The file is read whole (a file of histories, not a log of years); the output is
 written under a temporary name and renamed at the end.
 """
 
@@ -55,6 +57,8 @@ class HistoriesReport:
     unknown_rows: int = 0
     unknown_items: list[str] = field(default_factory=list)
     fallback_users: int = 0
+    users_without_attributes: int = 0
+    unknown_user_values: int = 0
 
     def unknown_summary(self) -> str:
         """One line about the item ids not in the catalogue (empty when there were none)."""
@@ -98,10 +102,38 @@ def read_histories(path: Path, columns: HistoryColumns) -> pd.DataFrame:
     return histories[["user", "item"]]
 
 
+def read_users(path: Path, user_column: str, scorer: RecommenderScorer) -> dict[str, dict[str, str | None]]:
+    """User id -> `{attribute: value or None}` from a table of the package's user attributes."""
+    what = "histories.users_path"
+    if not scorer.user_attributes:
+        raise AdlabError(f"{what}={path}: this package reads no user attributes; leave it null")
+    table = read_log(path, what)
+    missing = [c for c in [user_column, *scorer.user_attributes] if c not in table.columns]
+    if missing:
+        raise AdlabError(f"{what}={path}: no column {missing}; the file has {list(table.columns)[:20]}")
+    ids = pd.Series(_ids(table[user_column], user_column))
+    if ids.duplicated().any():
+        first = ids[ids.duplicated()].iloc[0]
+        raise AdlabError(f"{what}={path}: user {first!r} has more than one row; expected one row per user")
+    # as the interactions source reads attribute values (their training vocabularies are of these strings)
+    values = {name: table[name].astype("string") for name in scorer.user_attributes}
+    return {
+        user: {
+            name: None if pd.isna(column.iloc[row]) else str(column.iloc[row])
+            for name, column in values.items()
+        }
+        for row, user in enumerate(ids)
+    }
+
+
 def recommend_histories(
-    scorer: RecommenderScorer, histories: pd.DataFrame, k: int
+    scorer: RecommenderScorer,
+    histories: pd.DataFrame,
+    k: int,
+    users: dict[str, dict[str, str | None]] | None = None,
 ) -> tuple[pa.Table, HistoriesReport]:
-    """Top-k rows (`OUTPUT_COLUMNS`) for every user of `histories` (`user, item` rows, oldest first)."""
+    """Top-k rows (`OUTPUT_COLUMNS`) for every user of `histories` (`user, item` rows, oldest first), with
+    their attributes from `users` (`read_users`) when given."""
     k = scorer.check_k(k)
     report = HistoriesReport()
     unknown = ~histories["item"].isin(scorer.index)
@@ -109,7 +141,10 @@ def recommend_histories(
     report.unknown_items = list(dict.fromkeys(histories.loc[unknown, "item"]))
     columns: dict[str, list] = {name: [] for name in OUTPUT_COLUMNS}
     for user, items in histories.groupby("user", sort=False)["item"]:
-        answer = scorer.recommend(items.tolist(), k)
+        attributes = None if users is None else users.get(user, {})
+        answer = scorer.recommend(items.tolist(), k, attributes)
+        report.users_without_attributes += attributes == {}
+        report.unknown_user_values += answer.unknown_user_values or 0
         count = len(answer.items)
         columns["user"] += [user] * count
         columns["rank"] += list(range(1, count + 1))
@@ -132,6 +167,7 @@ def score_histories(
     output_path: str | Path,
     k: int = 10,
     columns: HistoryColumns | None = None,
+    users_path: str | Path | None = None,
 ) -> HistoriesReport:
     """Write the top-k items of every user of `input_path` to `output_path` (CSV or parquet, by suffix).
 
@@ -144,14 +180,16 @@ def score_histories(
     if input_path.resolve() == output_path.resolve():
         raise AdlabError(f"output={output_path}: would overwrite the input")
     output = TableOutput(output_path)
+    columns = columns or HistoryColumns()
     try:
-        histories = read_histories(input_path, columns or HistoryColumns())
+        histories = read_histories(input_path, columns)
     except AdlabError as error:
         message = str(error)
         raise AdlabError(
             message if message.startswith("input=") else f"input={input_path}: {message}"
         ) from None
-    table, report = recommend_histories(scorer, histories, k)
+    users = None if users_path is None else read_users(Path(users_path), columns.user, scorer)
+    table, report = recommend_histories(scorer, histories, k, users)
     success = False
     try:
         output.write(table)
@@ -182,7 +220,7 @@ def score_job(cfg: DictConfig, package: ModelPackage) -> None:
     history = cfg.histories
     columns = HistoryColumns(str(history.user), str(history.item), history.time and str(history.time))
     started = time.perf_counter()
-    report = score_histories(scorer, cfg.input, cfg.output, cfg.k, columns)
+    report = score_histories(scorer, cfg.input, cfg.output, cfg.k, columns, history.users_path)
     seconds = time.perf_counter() - started
     print(
         f"recommended {cfg.k} items to each of {report.users} users ({report.rows} rows) with "
@@ -195,4 +233,15 @@ def score_job(cfg: DictConfig, package: ModelPackage) -> None:
     )
     if report.unknown_rows:
         print(f"adlab: warning: input={cfg.input}: {report.unknown_summary()}", file=sys.stderr)
+    if report.users_without_attributes or report.unknown_user_values:
+        print(
+            f"adlab: warning: histories.users_path={history.users_path}: {report.users_without_attributes} "
+            f"users not in it, {report.unknown_user_values} attribute values training never saw (coded unknown)",
+            file=sys.stderr,
+        )
+    elif scorer.user_attributes and history.users_path is None:
+        print(
+            f"the package takes user attributes {scorer.user_attributes}: without histories.users_path "
+            "they are coded unknown"
+        )
     print_outputs(None, {"recommendations": cfg.output})
