@@ -213,3 +213,10 @@ def test_segment_names_come_from_the_top_features():
         inputs, inputs, np.array([0, 0, 1, 1]), 2, ["frequency", "total_spend", "days_since_last"]
     )
     assert name_segments(profile, 2) == ["recent frequent big spenders", "lapsed one-time small spenders"]
+    # one-order customers have no gaps (0, lift 0): not "fast-repeat"; "recently active" is inside the first word
+    names = ["orders_last_30_days", "orders_last_90_days", "mean_gap_days", "frequency"]
+    inputs = np.array(
+        [[2.0, 2.0, 0.0, 1.0], [2.0, 2.0, 0.0, 1.0], [-2.0, -2.0, 4.0, -1.0], [-2.0, -2.0, 4.0, -1.0]]
+    )
+    profile = segment_profile(inputs, inputs, np.array([0, 0, 1, 1]), 2, names)
+    assert name_segments(profile, 2)[0] == "very recently active frequent"

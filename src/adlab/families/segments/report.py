@@ -100,6 +100,10 @@ def segment_profile(
     return profile
 
 
+# inter-purchase gaps are 0 for one-order customers (undefined): a segment without gaps is not "fast-repeat"
+GAPS = ("mean_gap_days", "std_gap_days", "last_gap_days")
+
+
 def _word(name: str, difference: float) -> str:
     high, low = WORDS.get(name, (f"high {name}", f"low {name}"))
     return high if difference > 0 else low
@@ -107,13 +111,17 @@ def _word(name: str, difference: float) -> str:
 
 def name_segments(profile: list[dict[str, Any]], k: int) -> list[str]:
     """A short name per segment from its top distinguishing features ("recent frequent big spenders");
-    repeated names get " (2)", " (3)" ..."""
+    a word already inside a chosen one ("recently active" after "very recently active") and the gap
+    features of a segment whose gaps are all 0 (lift 0: no repeat purchase) are skipped; repeated names
+    get " (2)", " (3)" ..."""
     names, seen = [], {}
     for entry in profile:
         chosen: list[tuple[int, str]] = []
-        for name, difference, _ in entry["features"]:
+        for name, difference, lift in entry["features"]:
             word = _word(name, difference)
-            if abs(difference) >= 0.25 and word not in [w for _, w in chosen]:
+            if name in GAPS and abs(lift) < 0.05:
+                continue
+            if abs(difference) >= 0.25 and not any(word in w for _, w in chosen):
                 chosen.append((ORDER.index(name) if name in ORDER else len(ORDER), word))
             if len(chosen) == TOP_FEATURES:
                 break
