@@ -313,3 +313,15 @@ def test_requests_carry_iso_days_whatever_the_training_files_date_format(value_r
     )
     answer = TestClient(create_app(dayfirst)).post("/score", json={"transactions": _lines(log)})
     assert answer.status_code == 200 and len(answer.json()["customers"]) == 4
+
+
+def test_segments_of_tabular_data_are_refused_by_the_exporter_on_one_line(tmp_path):
+    from adlab.data.features import TabularMeta
+    from adlab.harness.checkpoints import StoredRun
+    from adlab.harness.customer_export import stored_scaling
+
+    stored = StoredRun(tmp_path / "best.ckpt", {}, TabularMeta(dataset="coil2000", numeric=["a"]), {}, {}, {})
+    with pytest.raises(
+        AdlabError, match=r"best.ckpt: the segments model of tabular data cannot be exported yet"
+    ):
+        stored_scaling(stored, "the segments model")
