@@ -282,9 +282,9 @@ def test_schemathesis_finds_no_server_error_on_either_kind_of_customers_package(
         for result in api.get_all_operations():
             if result.ok().method.upper() == "POST":
                 for mode in ("positive", "negative"):
-                    fuzz(result.ok(), mode, 20, statuses, failures)
+                    fuzz(result.ok(), mode, 12, statuses, failures)
     assert failures == []
-    assert not any(status >= 500 for status in statuses) and statuses[200] >= 30 and statuses[422] >= 30
+    assert not any(status >= 500 for status in statuses) and statuses[200] >= 20 and statuses[422] >= 20
 
 
 def test_a_package_of_another_task_is_refused(value_run):
@@ -325,3 +325,24 @@ def test_segments_of_tabular_data_are_refused_by_the_exporter_on_one_line(tmp_pa
         AdlabError, match=r"best.ckpt: the segments model of tabular data cannot be exported yet"
     ):
         stored_scaling(stored, "the segments model")
+
+
+def test_serving_a_customers_package_loads_no_torch(value_run):
+    """The customer scorer computes features with pandas and runs ONNX Runtime: no torch, no Lightning."""
+    import subprocess
+    import sys
+
+    code = "\n".join(
+        [
+            "import sys",
+            "from starlette.testclient import TestClient",
+            "from adlab.serving.app import create_app",
+            f"client = TestClient(create_app({str(value_run[1])!r}))",
+            "line = {'customer_id': 'a', 'date': '2020-03-01', 'amount': 10.0, 'quantity': 1}",
+            "assert client.post('/score', json={'transactions': [line]}).status_code == 200",
+            "print(sorted(name for name in ('torch', 'lightning') if name in sys.modules))",
+        ]
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "[]"
