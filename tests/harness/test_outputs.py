@@ -84,8 +84,12 @@ def test_the_console_says_each_thing_once_without_tips(cli_run):
     assert "fold 2/2 · Epoch 2/2" in result.stdout  # the progress bars say which fold they fit
 
 
-@pytest.mark.parametrize("entry", ["train.py", "eval.py", "export.py", "generate.py", "serving/batch.py"])
+BATCH_KINDS = sorted(f"serving/{path.name}" for path in (SRC / "serving").glob("batch_*.py"))
+
+
+@pytest.mark.parametrize("entry", ["train.py", "eval.py", "export.py", "generate.py", *BATCH_KINDS])
 def test_every_entry_point_ends_with_the_outputs_block(entry):
+    """Each entry point, and each kind's `adlab-score` job, ends by printing where its outputs are."""
     assert "print_outputs(" in (SRC / entry).read_text()
 
 
