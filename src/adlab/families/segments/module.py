@@ -421,7 +421,9 @@ class SegmentModule(L.LightningModule):
             kmeans = KMeans(self.k, n_init=int(self.hparams.kmeans_restarts), random_state=seed).fit(sample)
             return lambda values: kmeans.predict(np.asarray(values, dtype=np.float64))
 
-        stability = bootstrap_ari(refit, train, {"test": latent}, {"test": segments}, seed=int(self.hparams.seed))
+        stability = bootstrap_ari(
+            refit, train, {"test": latent}, {"test": segments}, seed=int(self.hparams.seed)
+        )
         return stability["test"]
 
     def on_validation_epoch_end(self) -> None:
