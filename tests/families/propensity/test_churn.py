@@ -46,7 +46,9 @@ def test_telco_preset_learns_churn_with_yes_as_the_positive_class(tmp_path):
     (tmp_path / "telco_churn").mkdir()
     table.to_csv(tmp_path / "telco_churn" / "telco_churn.csv", index=False)
     overrides = ["experiment=propensity_telco", f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}"]
-    cfg = compose_config("train", [*overrides, "trainer.max_epochs=5", *TINY[1:]], tmp_path / "run")
+    cfg = compose_config(
+        "train", [*overrides, "trainer.max_epochs=10", "data.batch_size=32", *TINY[1:]], tmp_path / "run"
+    )
     datamodule = build_datamodule(cfg)
     assert "customer_id" not in datamodule.meta.numeric and "contract" in datamodule.meta.categorical
     train_rows = datamodule.splits["train"]
