@@ -330,6 +330,24 @@ def _is_group(name: str) -> bool:
     return (config_dir() / name.split("@")[0]).is_dir()
 
 
+def _declared(config_name: str, key: str) -> bool:
+    """Whether the entry point's own config (no overrides) has `key`: Hydra lets `+key=v` through when its
+    value there is null, and the user meant `key=v`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from adlab.harness.configs import config_dir
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            base = compose(config_name=config_name)
+    finally:
+        GlobalHydra.instance().clear()
+    parent = OmegaConf.select(base, key.rpartition(".")[0]) if "." in key else base
+    return isinstance(parent, DictConfig) and key.rpartition(".")[2] in parent
+
+
 def check_added_keys(cfg: DictConfig, overrides: list[str], config_name: str) -> None:
     """A key added with `+`/`++` (or deleted with `~`) must land in a target node or an open collection."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -356,6 +374,11 @@ def check_added_keys(cfg: DictConfig, overrides: list[str], config_name: str) ->
         if override.type == OverrideType.DEL:
             raise AdlabError(
                 f"{override.input_line}: {entry} needs '{key}'; set it to another value instead of deleting it"
+            )
+        if _declared(config_name, key):
+            raise AdlabError(
+                f"{override.input_line}: '{key}' is already a setting of {entry}; set it without '+': "
+                f"{override.input_line.lstrip('+')}"
             )
         parent = node if isinstance(node, DictConfig) else None
         siblings = [str(k) for k in (parent if parent is not None else cfg).keys()]
