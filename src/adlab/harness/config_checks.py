@@ -456,3 +456,8 @@ def check_command_line(config_name: str, cfg: DictConfig, overrides: list[str], 
     run_dir = _run_dir(cfg, argv)
     if run_dir:
         check_output_dir(run_dir)
+    storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None, throw_on_resolution_failure=False)
+    if isinstance(storage, str) and storage.startswith("sqlite:///"):
+        folder = Path(storage[len("sqlite:///") :]).parent
+        check_output_dir(folder)
+        folder.mkdir(parents=True, exist_ok=True)  # the Optuna sweeper opens its database before any job runs
