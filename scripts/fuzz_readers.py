@@ -19,6 +19,7 @@ build: a user/item/time log, leave-one-out and time split).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -309,6 +310,16 @@ def run_one(reader: str, seconds: int, out: Path) -> None:
     for index, seed in enumerate(seeds(reader)):
         (corpus / f"seed-{index}").write_bytes(seed)
     test = target(reader)
+
+    def kept(data: bytes) -> None:
+        """The target, keeping a finding's input itself: libFuzzer's own copy can be lost (seen once on a
+        machine so busy that its timeout alarm ended the process first)."""
+        try:
+            test(data)
+        except BaseException:
+            (crashes / f"input-{hashlib.sha1(data).hexdigest()}").write_bytes(data)
+            raise
+
     arguments = [
         sys.argv[0],
         f"-max_total_time={seconds}",
@@ -319,7 +330,7 @@ def run_one(reader: str, seconds: int, out: Path) -> None:
         "-print_final_stats=1",
         str(corpus),
     ]
-    atheris.Setup(arguments, test)
+    atheris.Setup(arguments, kept)
     atheris.Fuzz()
 
 

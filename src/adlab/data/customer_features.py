@@ -195,6 +195,17 @@ def parse_dates(
     return parsed.dt.normalize()
 
 
+def refuse_nul(ids: pd.Series, column: str, what: str) -> None:
+    """`AdlabError` when a text id holds a NUL character: numpy's text arrays drop trailing NULs, so customer
+    "7\\x00" would silently become customer "7" (found by scripts/fuzz_readers.py)."""
+    nul = ids.str.contains("\x00", regex=False, na=False).to_numpy()
+    if nul.any():
+        raise AdlabError(
+            f"{what} column '{column}' has {int(nul.sum())} ids with a NUL character (first: "
+            f"{ids[nul].iloc[0]!r}); expected text ids"
+        )
+
+
 def validate_log(
     frame: pd.DataFrame,
     log_format: LogFormat,
@@ -219,9 +230,11 @@ def validate_log(
         raise AdlabError(
             f"customer column '{log_format.customer}' has {int(customers.isna().sum())} missing values"
         )
+    customers = customers.astype(str).str.strip()
+    refuse_nul(customers, log_format.customer, "customer")
     log = pd.DataFrame(
         {
-            "customer": customers.astype(str).str.strip().to_numpy(),
+            "customer": customers.to_numpy(),
             "date": parse_dates(
                 frame[log_format.date],
                 log_format.date,

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from adlab.data.customer_features import refuse_nul
 from adlab.data.features import MISSING, InteractionsFeatures, InteractionsMeta
 from adlab.data.sources.base import SEPARATORS, BuiltData, read_log
 from adlab.errors import AdlabError
@@ -114,7 +115,9 @@ def _ids(values: pd.Series, column: str, what: str) -> np.ndarray:
         )
     if pd.api.types.is_float_dtype(values) and (values == np.floor(values)).all():
         values = values.astype(np.int64)  # 12.0 -> "12", as the same id elsewhere
-    return values.astype(str).str.strip().to_numpy(dtype=str)
+    ids = values.astype(str).str.strip()
+    refuse_nul(ids, column, what)
+    return ids.to_numpy(dtype=str)
 
 
 @dataclass
