@@ -519,7 +519,8 @@ LOG_OPTIONS = {
 def test_fuzzer_log_inputs_stay_refused_with_one_line(path, tmp_path):
     """Logs scripts/fuzz_readers.py found: a file whose delimiter cannot be sniffed (csv.Error), dates in
     two time zones (ValueError even when coercing), a year before 1 (pandas cannot name the day), unix
-    seconds past int64 (wrapped silently, reordering the log)."""
+    seconds past int64 (wrapped silently, reordering the log), an id ending in NUL (merged silently with the
+    id without it by numpy's text arrays)."""
     from adlab.data.sources.interactions import InteractionsSource
     from adlab.data.sources.transactions import TransactionsSource
 
