@@ -378,7 +378,8 @@ def main() -> None:
             [sys.executable, __file__, "--run", reader, "--minutes", str(args.minutes), "--out", str(out)],
             capture_output=True, text=True, timeout=seconds + 600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )  # fmt: skip
-        for scratch in SCRATCH.glob(f"adlab-fuzz-{reader}-*"):  # the child ends in libFuzzer's exit: no cleanup
+        # the child ends in libFuzzer's exit, which skips its cleanup
+        for scratch in SCRATCH.glob(f"adlab-fuzz-{reader}-*"):
             shutil.rmtree(scratch, ignore_errors=True)
         log = child.stdout + child.stderr
         (out / f"{reader}.log").write_text(log)
