@@ -20,6 +20,22 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> 
 TINY = ["trainer.max_epochs=2", "extras.print_config=false", "callbacks.progress_bar=null"]
 
 
+def purchase_log_overrides(path: Path, log_dir: Path, cutoff: str, holdout_end: str) -> list[str]:
+    """A tiny value or segments run on a generated purchase log (`generate_transactions`' columns),
+    writing under `log_dir`."""
+    return [
+        f"data.source.path={path}",
+        "data.source.customer=customer_id",
+        "data.source.date=date",
+        "data.source.amount=amount",
+        "data.source.quantity=quantity",
+        f"data.source.cutoff={cutoff}",
+        f"data.source.holdout_end={holdout_end}",
+        f"paths.log_dir={log_dir}",
+        *TINY,
+    ]
+
+
 def run_module(module: str, *args: str, timeout: int = 600):
     """Run `python -m <module> <args>` as a user would, offline; returns the CompletedProcess."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}

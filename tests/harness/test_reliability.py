@@ -135,7 +135,9 @@ def test_run_folder_inside_a_file_is_refused_before_hydra_starts(tmp_path, capsy
 def test_an_optuna_search_into_a_new_log_folder_gets_its_database_folder(tmp_path):
     """The sweeper opens `sqlite:///${paths.log_dir}/...` before any job creates the log folder."""
     logs = tmp_path / "new" / "logs"
-    check_overrides("train", ["-m", "experiment=value_cdnow", "hparams_search=value_optuna", f"paths.log_dir={logs}"])
+    check_overrides(
+        "train", ["-m", "experiment=value_cdnow", "hparams_search=value_optuna", f"paths.log_dir={logs}"]
+    )
     assert logs.is_dir()
 
 

@@ -25,7 +25,7 @@ from adlab.serving.batch_transactions import score_job, score_log_file
 from adlab.serving.customers import CustomerScorer, load_customer_scorer, rate
 from adlab.serving.package import load_package
 from adlab.train import train
-from tests.helpers import TINY, compose_config, run_module
+from tests.helpers import compose_config, purchase_log_overrides, run_module
 from tests.serving.test_service_fuzz import FUZZ_CONFIG, fuzz
 
 CUTOFF, HOLDOUT_END = "2020-06-29", "2020-12-25"
@@ -35,18 +35,7 @@ def _train_and_export(tmp_path_factory, name: str, overrides: list[str]) -> tupl
     """A tiny run of `experiment` on 200 generated customers, exported to ONNX: (run dir, package dir)."""
     work = tmp_path_factory.mktemp(name)
     generate_transactions(200, seed=0).to_csv(work / "log.csv", index=False)
-    common = [
-        f"data.source.path={work / 'log.csv'}",
-        "data.source.customer=customer_id",
-        "data.source.date=date",
-        "data.source.amount=amount",
-        "data.source.quantity=quantity",
-        f"data.source.cutoff={CUTOFF}",
-        f"data.source.holdout_end={HOLDOUT_END}",
-        f"paths.log_dir={work}",
-        "baselines=none",
-        *TINY,
-    ]
+    common = [*purchase_log_overrides(work / "log.csv", work, CUTOFF, HOLDOUT_END), "baselines=none"]
     train(compose_config("train", [*common, *overrides], work / "run"))
     package = export_checkpoint(work / "run" / "checkpoints" / "best.ckpt", "onnx", work / "package")
     return work / "run", package

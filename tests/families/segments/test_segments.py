@@ -19,22 +19,11 @@ from adlab.families.segments.module import SegmentModule
 from adlab.families.segments.report import name_segments, segment_profile
 from adlab.train import train
 from tests.families.segments.conftest import CUTOFF, HOLDOUT_END
-from tests.helpers import TINY, compose_config, run_module
+from tests.helpers import compose_config, purchase_log_overrides, run_module
 
 
 def _overrides(path: Path, tmp_path: Path) -> list[str]:
-    return [
-        "experiment=segments_csv",
-        f"data.source.path={path}",
-        "data.source.customer=customer_id",
-        "data.source.date=date",
-        "data.source.amount=amount",
-        "data.source.quantity=quantity",
-        f"data.source.cutoff={CUTOFF}",
-        f"data.source.holdout_end={HOLDOUT_END}",
-        f"paths.log_dir={tmp_path}",
-        *TINY,
-    ]
+    return ["experiment=segments_csv", *purchase_log_overrides(path, tmp_path, CUTOFF, HOLDOUT_END)]
 
 
 def test_segments_csv_fast_dev_run(segments_csv, tmp_path):
