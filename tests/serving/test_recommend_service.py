@@ -281,6 +281,10 @@ def test_adlab_score_mistakes_are_one_line_naming_the_input(scorer, tmp_path, mo
         with pytest.raises(AdlabError, match=message):
             score_histories(scorer, source, tmp_path / "top.csv", **{"k": 3, **options})
     assert not list(tmp_path.glob("*top*"))
+    nul = tmp_path / "nul.parquet"  # "b\x00" would become "b" in a numpy text array: refused, not merged
+    _histories(scorer, tmp_path / "h.parquet").replace({"visitor": {"a": "b\x00"}}).to_parquet(nul)
+    with pytest.raises(AdlabError, match="input column 'visitor' has 2 ids with a NUL character"):
+        score_histories(scorer, nul, tmp_path / "top.csv", 3, columns)
     file_order = score_histories(
         scorer, source, tmp_path / "top.parquet", 2, HistoryColumns("visitor", "film", None)
     )

@@ -22,13 +22,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 from omegaconf import DictConfig
 
 from adlab.data.sources.base import read_log
-from adlab.data.sources.interactions import parse_times
+from adlab.data.sources.interactions import parse_times, read_ids
 from adlab.errors import AdlabError, excerpt
 from adlab.harness.report import print_outputs
 from adlab.serving.batch import TableOutput, file_kind
@@ -72,15 +71,6 @@ class HistoriesReport:
         )
 
 
-def _ids(values: pd.Series, column: str) -> np.ndarray:
-    """Ids as the catalogue writes them (strings; 12.0 -> "12"); `AdlabError` naming the column when missing."""
-    if values.isna().any():
-        raise AdlabError(f"column '{column}' has {int(values.isna().sum())} missing values; expected ids")
-    if pd.api.types.is_float_dtype(values) and (values == np.floor(values)).all():
-        values = values.astype(np.int64)
-    return values.astype(str).str.strip().to_numpy(dtype=str)
-
-
 def read_histories(path: Path, columns: HistoryColumns) -> pd.DataFrame:
     """The file as `user, item` string rows, each user's rows oldest first (ties and `time=None` in file order)."""
     frame = read_log(path, "input")
@@ -92,7 +82,10 @@ def read_histories(path: Path, columns: HistoryColumns) -> pd.DataFrame:
             "(set histories.user, histories.item, histories.time; histories.time=null: file order)"
         )
     histories = pd.DataFrame(
-        {"user": _ids(frame[columns.user], columns.user), "item": _ids(frame[columns.item], columns.item)}
+        {
+            "user": read_ids(frame[columns.user], columns.user, "input"),
+            "item": read_ids(frame[columns.item], columns.item, "input"),
+        }
     )
     if columns.time:
         # users in the order they first appear in the file; each user's rows by time, ties in file order
@@ -111,7 +104,7 @@ def read_users(path: Path, user_column: str, scorer: RecommenderScorer) -> dict[
     missing = [c for c in [user_column, *scorer.user_attributes] if c not in table.columns]
     if missing:
         raise AdlabError(f"{what}={path}: no column {missing}; the file has {list(table.columns)[:20]}")
-    ids = pd.Series(_ids(table[user_column], user_column))
+    ids = pd.Series(read_ids(table[user_column], user_column, what))
     if ids.duplicated().any():
         first = ids[ids.duplicated()].iloc[0]
         raise AdlabError(f"{what}={path}: user {first!r} has more than one row; expected one row per user")

@@ -108,7 +108,9 @@ def id_order(ids: np.ndarray) -> np.ndarray:
     return distinct
 
 
-def _ids(values: pd.Series, column: str, what: str) -> np.ndarray:
+def read_ids(values: pd.Series, column: str, what: str) -> np.ndarray:
+    """Ids as text, as the catalogue writes them (12.0 -> "12"); `AdlabError` naming `what`'s column when one is
+    missing or holds a NUL character."""
     if values.isna().any():
         raise AdlabError(
             f"{what} column '{column}' has {int(values.isna().sum())} missing values; expected ids"
@@ -283,8 +285,8 @@ class InteractionsSource:
             )
         log_frame = pd.DataFrame(
             {
-                "user": _ids(frame[self.columns["user"]], self.columns["user"], "user"),
-                "item": _ids(frame[self.columns["item"]], self.columns["item"], "item"),
+                "user": read_ids(frame[self.columns["user"]], self.columns["user"], "user"),
+                "item": read_ids(frame[self.columns["item"]], self.columns["item"], "item"),
                 "time": parse_times(frame[self.columns["time"]], self.columns["time"]),
             }
         )
@@ -343,7 +345,7 @@ class InteractionsSource:
             raise AdlabError(
                 f"data.source.{what}_path={path}: no column {missing}; the file has {list(table.columns)[:20]}"
             )
-        keys = _ids(table[key], key, f"{what} table's")
+        keys = read_ids(table[key], key, f"{what} table's")
         repeated = pd.Series(keys).duplicated()
         if repeated.any():
             raise AdlabError(
@@ -383,7 +385,7 @@ class InteractionsSource:
                     f"the log); the file has {list(item_table.columns)[:20]}"
                 )
             # items of the table that no one ever interacted with are cold items of the catalogue
-            cold = np.setdiff1d(_ids(item_table[item_key], item_key, "item table's"), logged_items)
+            cold = np.setdiff1d(read_ids(item_table[item_key], item_key, "item table's"), logged_items)
             item_ids = id_order(np.concatenate([item_ids, cold]))
         if self.split == "leave_one_out":
             counts = frame.groupby("user")["item"].size()
