@@ -4,6 +4,7 @@ ledger goes, a quiet console, every logger receiving the same results, and a lea
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -217,3 +218,17 @@ def test_compare_html_is_one_page_with_the_runs_plots(two_families, tmp_path):
     assert "<h2>propensity_coil</h2>" in page and "<h2>copy_lstm</h2>" in page
     assert page.count("data:image/png;base64,") == 2  # the chart and copy1's plot, inline
     assert not re.search(r"src=\"(?!data:)", page)  # nothing loaded from elsewhere
+
+
+def test_the_log_filter_says_a_warning_once_but_every_error():
+    """A repeated warning passes once; a service's repeated failures are each logged with their traceback."""
+    from adlab.harness.quiet import TIP_PREFIX, QuietFilter
+
+    quiet = QuietFilter()
+
+    def record(level: int, text: str) -> logging.LogRecord:
+        return logging.LogRecord("adlab", level, __file__, 1, text, None, None)
+
+    assert [quiet.filter(record(logging.WARNING, "same")) for _ in range(3)] == [True, False, False]
+    assert all(quiet.filter(record(logging.ERROR, "scoring failed on /score")) for _ in range(3))
+    assert not quiet.filter(record(logging.INFO, f"{TIP_PREFIX}: for seamless cloud uploads ..."))

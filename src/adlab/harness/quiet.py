@@ -24,10 +24,11 @@ TIP_PREFIX = "💡 Tip"
 
 
 class QuietFilter(logging.Filter):
-    """Pass each message once (by level and text) and drop Lightning's tips.
+    """Pass each message once (by level and text) and drop Lightning's tips; errors always pass.
 
     One filter instance may sit on several handlers (console and log file): a record that passed on one
-    handler passes on the others too; a later record with the same text does not.
+    handler passes on the others too; a later record with the same text does not. A record at ERROR or
+    above, or carrying a traceback, always passes and is not kept (a long-lived service logs each failure).
     """
 
     def __init__(self, name: str = ""):
@@ -39,6 +40,8 @@ class QuietFilter(logging.Filter):
         message = record.getMessage()
         if message.lstrip().startswith(TIP_PREFIX):
             return False
+        if record.levelno >= logging.ERROR or record.exc_info:
+            return True
         return self._first.setdefault((record.levelno, message), record) is record
 
 
