@@ -132,6 +132,10 @@ def test_run_folder_inside_a_file_is_refused_before_hydra_starts(tmp_path, capsy
     assert blocker.read_text().startswith("a file")
 
 
+def test_force_adding_a_key_the_entry_point_has_is_an_override():
+    check_overrides("predict", ["ckpt_path=x.ckpt", "++data.source.path=new.csv"])  # no error
+
+
 def test_an_optuna_search_into_a_new_log_folder_gets_its_database_folder(tmp_path):
     """The sweeper opens `sqlite:///${paths.log_dir}/...` before any job creates the log folder."""
     logs = tmp_path / "new" / "logs"

@@ -376,6 +376,8 @@ def check_added_keys(cfg: DictConfig, overrides: list[str], config_name: str) ->
                 f"{override.input_line}: {entry} needs '{key}'; set it to another value instead of deleting it"
             )
         if _declared(config_name, key):
+            if override.type == OverrideType.FORCE_ADD:
+                continue  # `++key=v`: Hydra's "add or override", here an override
             raise AdlabError(
                 f"{override.input_line}: '{key}' is already a setting of {entry}; set it without '+': "
                 f"{override.input_line.lstrip('+')}"
