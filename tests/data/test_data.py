@@ -41,3 +41,12 @@ def test_coil_counts_are_checked(tmp_path):
     _write_uci(tmp_path, test_buyers=200)
     with pytest.raises(AdlabError, match=r"expected 5822/348/4000/238"):
         prepare_coil2000(tmp_path, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["log.parquet", "log.pq"])
+def test_a_log_read_as_parquet_under_either_name_adlab_score_takes(tmp_path, name):
+    from adlab.data.sources.base import read_log
+
+    frame = pd.DataFrame({"customer_id": ["a", "b"], "amount": [1.5, 2.0]})
+    frame.to_parquet(tmp_path / name)
+    pd.testing.assert_frame_equal(read_log(tmp_path / name, "input"), frame)

@@ -25,7 +25,8 @@ def read_log(path: str | Path, what: str, separator: str | None = "comma") -> pd
     if not path.is_file():
         raise AdlabError(f"{what}={path}: file not found")
     try:
-        if ".parquet" in "".join(path.suffixes).lower():
+        suffixes = "".join(path.suffixes).lower()
+        if ".parquet" in suffixes or suffixes.endswith(".pq"):  # the names adlab-score takes as parquet
             frame = pd.read_parquet(path)
         else:
             sep = SEPARATORS[separator] if separator else None
