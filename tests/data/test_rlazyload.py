@@ -102,6 +102,12 @@ def test_damaged_databases_are_one_line_errors(tmp_path):
     rdx.write_bytes(b"not an index")
     with pytest.raises(AdlabError, match="not a readable R serialization"):
         read_lazyload_object(rdb, rdx, "telco")
+    for variables in (["telco"], {"telco": [1]}):  # a list where names go; an offset without a length
+        rdx.write_bytes(
+            gzip.compress(_serialize({"variables": variables, "references": {}, "compressed": 3}))
+        )
+        with pytest.raises(AdlabError, match="expected an R lazy-load index"):
+            read_lazyload_object(rdb, rdx, "telco")
 
 
 def test_churn_table_keeps_rows_aligned_and_checks_counts():

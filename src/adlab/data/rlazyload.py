@@ -51,9 +51,15 @@ def read_index(rdx: Path) -> tuple[dict[str, tuple[int, int]], int]:
         raise AdlabError(
             f"{rdx}: expected an R lazy-load index (a list of variables, references, compressed)"
         )
-    variables = {str(name): (int(place[0]), int(place[1])) for name, place in index["variables"].items()}
-    compressed = index["compressed"]
-    code = int(compressed[0] if hasattr(compressed, "__len__") else compressed)
+    try:
+        variables = {str(name): (int(place[0]), int(place[1])) for name, place in index["variables"].items()}
+        compressed = index["compressed"]
+        code = int(compressed[0] if hasattr(compressed, "__len__") else compressed)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
+        raise AdlabError(
+            f"{rdx}: expected an R lazy-load index (variables -> offset and length, a compression code), "
+            f"got {excerpt(error)}"
+        ) from None
     return variables, code
 
 
