@@ -20,8 +20,8 @@ from adlab.data.features import TransactionsFeatures, TransactionsMeta
 from adlab.errors import AdlabError
 from adlab.harness.checkpoints import StoredRun
 from adlab.harness.exporting import preprocessing_header
+from adlab.serving.customers import CUSTOMERS_FORMAT
 
-CUSTOMERS_FORMAT = "customers-from-transactions"  # preprocessing.json's `inputs_from`
 EXAMPLE_ROWS = 64  # customers in the parity check's example inputs
 
 

@@ -30,9 +30,8 @@ from adlab.errors import AdlabError
 from adlab.serving.backends import load_backend
 from adlab.serving.package import GRAPH_MAX_ROWS, ModelPackage, load_package
 
-CUSTOMERS_FORMAT = (
-    "customers-from-transactions"  # preprocessing.json's `inputs_from` (harness/customer_export.py)
-)
+# preprocessing.json's `inputs_from` for these packages (written by harness/customer_export.py)
+CUSTOMERS_FORMAT = "customers-from-transactions"
 TASKS = ("customer_value", "customer_segments")
 _DAY = re.compile(r"\d{4}-?\d{2}-?\d{2}", re.ASCII)
 

@@ -214,7 +214,8 @@ def service_metadata(scorer: RecommenderScorer, settings: ServiceSettings) -> di
         **scorer.describe(),
         "default_k": min(DEFAULT_K, scorer.catalogue_size),
         "endpoints": {
-            "/recommend": '{"items": [item id, ...] oldest first, "k": optional} -> top-k items',
+            "/recommend": '{"items": [item id, ...] oldest first, "k": optional, "user": optional '
+            "{attribute: value}} -> top-k items",
             "/similar": '{"item": item id, "k": optional} -> its k nearest items; 404 when not in the catalogue',
         },
         "training_metrics": scorer.package.metadata.get("training_metrics", {}),
