@@ -333,17 +333,9 @@ def _is_group(name: str) -> bool:
 def _declared(config_name: str, key: str) -> bool:
     """Whether the entry point's own config (no overrides) has `key`: Hydra lets `+key=v` through when its
     value there is null, and the user meant `key=v`."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from adlab.harness.configs import compose_only
 
-    from adlab.harness.configs import config_dir
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            base = compose(config_name=config_name)
-    finally:
-        GlobalHydra.instance().clear()
+    base = compose_only(config_name)
     parent = OmegaConf.select(base, key.rpartition(".")[0]) if "." in key else base
     return isinstance(parent, DictConfig) and key.rpartition(".")[2] in parent
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -32,6 +33,24 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("adlab_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
 
 
+def compose_only(config_name: str, overrides: Sequence[str] = (), hydra: bool = False):
+    """The config composed from adlab's config folder with `overrides` (with Hydra's node when `hydra`),
+    Hydra's global state cleared before and after; Hydra's exceptions pass through."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return hydra_compose(
+                config_name=config_name, overrides=list(overrides), return_hydra_config=hydra
+            )
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def compose(config_name: str, overrides: list[str], output_dir: str | Path):
     """Compose an adlab config from Python exactly as the CLI would, writing into `output_dir`.
 
@@ -40,19 +59,10 @@ def compose(config_name: str, overrides: list[str], output_dir: str | Path):
     """
     import os
 
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose_only(config_name, overrides, hydra=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(Path(output_dir).resolve())
         cfg.hydra.runtime.cwd = os.getcwd()
