@@ -176,6 +176,13 @@ def config_dict(seed: int, epochs: int, work: Path) -> dict:
     }
 
 
+def _command() -> str:
+    """The command line as run, with the niceness it ran at."""
+    return f"nice -n {os.nice(0)} .venv-peers/bin/python scripts/recbole_sasrec.py " + shlex.join(
+        sys.argv[1:]
+    )
+
+
 class Stop(Exception):
     """Raised from RecBole's per-epoch callback to end training early (time budget or a signal)."""
 
@@ -275,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.time() - started, 1),
         "torch_threads": args.threads,
         "load_average_at_end": [round(v, 1) for v in os.getloadavg()],
-        "command": "nice -n 15 .venv-peers/bin/python scripts/recbole_sasrec.py " + shlex.join(sys.argv[1:]),
+        "command": _command(),
         "split_check": same,
         "val_curve": [round(entry["val_ndcg_at_10"], 4) for entry in history],
         "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -297,8 +304,7 @@ def store(out: Path, seed: int, result: dict, recbole_version: str, torch_versio
             "numpy": np.__version__,
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), CPU only",
-            "command": "nice -n 15 .venv-peers/bin/python scripts/recbole_sasrec.py "
-            + shlex.join(sys.argv[1:]),
+            "command": _command(),
         }
     )
     stored.setdefault("runs", {})[str(seed)] = result
