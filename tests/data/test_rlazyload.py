@@ -121,6 +121,9 @@ def test_churn_table_keeps_rows_aligned_and_checks_counts():
         churn_table(frame.assign(churn=pd.Categorical(["No", "Yes", "No", "No"])), 4, 2, "wa_churn")
     with pytest.raises(AdlabError, match="expected 5 rows"):
         churn_table(frame, 5, 2, "wa_churn")
+    text = frame.assign(contract=["Month-to-month", "One year", "Two year", "One year"])  # not a factor
+    with pytest.raises(AdlabError, match="column 'contract' holds .* neither an R factor"):
+        churn_table(text, 4, 2, "wa_churn")
 
 
 def test_prepare_refuses_a_table_other_than_the_pinned_one(tmp_path):

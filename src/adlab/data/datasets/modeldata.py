@@ -59,6 +59,10 @@ def churn_table(frame: pd.DataFrame, rows: int, churners: int, what: str) -> pd.
         values = frame[column]
         if isinstance(values.dtype, pd.CategoricalDtype):
             table[column] = values.astype(str)
+        elif not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+            raise AdlabError(
+                f"{what}: column {column!r} holds {values.dtype} values, neither an R factor nor numbers"
+            )
         elif not values.isna().any() and np.all(values.to_numpy(dtype=np.float64) % 1 == 0):
             table[column] = values.astype(np.int64)  # counts and 0/1 flags
         else:
