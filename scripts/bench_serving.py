@@ -25,7 +25,6 @@ import gc
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from _serve import running_service
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -163,12 +164,6 @@ def batch(
     }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 async def load(
     port: int, path: str, bodies: list[bytes], requests: int, concurrency: int
 ) -> tuple[list[int], int]:
@@ -234,40 +229,12 @@ def run_loop(coroutine: Any) -> Any:
 def http(
     package: Path, records: list[dict[str, Any]], requests: int, concurrency: int, work: Path
 ) -> dict[str, float]:
-    import httpx
-
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "adlab.serving.app", f"model={package}", "host=127.0.0.1", f"port={port}",
-         f"hydra.run.dir={work / 'serve'}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"adlab-serve exited: {server.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("adlab-serve did not answer /health within 120 s")
-            time.sleep(0.2)
+    with running_service(package, work) as (_, port):
         bodies = [json.dumps(record).encode() for record in records]
         run_loop(load(port, "/score", bodies, min(1000, requests), concurrency))  # warm-up
         started = time.perf_counter()
         latencies, errors = run_loop(load(port, "/score", bodies, requests, concurrency))
         seconds = time.perf_counter() - started
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
     p50, p99 = percentiles_us(latencies)
     return {
         "http_requests": requests,

@@ -26,17 +26,16 @@ import contextlib
 import io
 import json
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serving import free_port, load, percentiles_us, run_loop  # noqa: E402
+from _serve import running_service  # noqa: E402
+from bench_serving import load, percentiles_us, run_loop  # noqa: E402
 
 
 def make_package(work: Path) -> Path:
@@ -245,29 +244,9 @@ def live_requests(package: Path, count: int) -> tuple[str, list[bytes]]:
 
 def live(package: Path, work: Path, requests: int, concurrency: int) -> dict[str, Any]:
     """Start adlab-serve, check the header-only 413, then load it; RSS before and after."""
-    import httpx
-
     path, bodies = live_requests(package, 2000)
-    port = free_port()
     limit = 1 << 20
-    server = subprocess.Popen(
-        [sys.executable, "-m", "adlab.serving.app", f"model={package}", f"port={port}",
-         f"max_body_bytes={limit}", f"hydra.run.dir={work / 'serve'}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"adlab-serve exited: {server.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("adlab-serve did not answer /health within 120 s")
-            time.sleep(0.2)
+    with running_service(package, work, f"max_body_bytes={limit}") as (server, port):
         refused = header_only_413(port, limit, path)
         rss_before = rss_kib(server.pid)
         started = time.perf_counter()
@@ -275,13 +254,6 @@ def live(package: Path, work: Path, requests: int, concurrency: int) -> dict[str
         seconds = time.perf_counter() - started
         rss_after = rss_kib(server.pid)
         p50, p99 = percentiles_us(latencies)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
     return {
         "endpoint": path,
         "header_only_413": refused,
