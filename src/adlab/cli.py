@@ -135,10 +135,7 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
     Hydra itself would print a multi-line message and exit with status 1; users get one line and 2.
     Flags (`-m`, `--cfg`, `--help`, ...) and `hydra.*` overrides are left to Hydra.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from adlab.harness.configs import config_dir, register_resolvers
+    from adlab.harness.configs import compose_only
 
     for arg in argv:
         flag = arg.split("=", 1)[0]
@@ -157,12 +154,9 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
             skip_next = True  # the flag's value (`--cfg job`) is not an override
         elif not arg.startswith("-") and not arg.startswith(("hydra.", "hydra/", "+hydra")):
             overrides.append(arg)
-    register_resolvers()
     try:
         overrides = _first_values(overrides)
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            composed = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        composed = compose_only(config_name, overrides, hydra=True)
     except Exception as error:  # Hydra raises several types for a bad command line
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         cause = error.__cause__
@@ -170,8 +164,6 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
             lines.append(str(cause).strip().splitlines()[0])
         message = "; ".join(lines)
         fail(f"bad config or override ({' '.join(argv) or 'no overrides'}): {message}")
-    finally:
-        GlobalHydra.instance().clear()
     from adlab.harness.config_checks import check_command_line
 
     try:  # keys added with +, values of the wrong type, an unwritable run folder: one line, status 2
