@@ -5,7 +5,9 @@ A package is a directory (see `adlab.serving.package` for the reader):
 
 - `model.onnx` or `model.pt` (TorchScript): the scoring graph, batch dimension dynamic.
 - `preprocessing.json`: versioned description of the inputs and of the preprocessing fitted on train.
-- `metadata.json`: model version, family, features, training metrics (the run's metrics.json), parity check.
+- `metadata.json`: model version, family, features, training metrics (the run's metrics.json), parity check
+  (`parity.max_rel_error`: max |exported - PyTorch| / max(1, |PyTorch|) over the example inputs). Older
+  packages name it `max_abs_error`; in those exported before the value family it is max |exported - PyTorch|.
 - with `weights=safetensors`, `model.safetensors`: the checkpoint's weights, readable without unpickling.
 
 What the graph holds is the family's choice, asked through the module's `export_spec(stored)` hook
@@ -146,7 +148,7 @@ def export_checkpoint(
         )
     metadata["parity"] = {
         "rows": int(spec.example_inputs[0].shape[0]),
-        "max_abs_error": error,
+        "max_rel_error": error,
         "tolerance": PARITY_TOLERANCE,
     }
     atomic_write_text(out / METADATA_FILE, _json(metadata))

@@ -207,7 +207,7 @@ def test_adlab_eval_of_a_fold_checkpoint_validates_on_its_fold(run, tmp_path):
 @pytest.mark.slow
 def test_the_merged_ensemble_exports_with_the_models_scores(run, tmp_path):
     package = export_checkpoint(run.directory / "checkpoints" / "best.ckpt", "onnx", tmp_path / "package")
-    assert json.loads((package / "metadata.json").read_text())["parity"]["max_abs_error"] <= 1e-5
+    assert json.loads((package / "metadata.json").read_text())["parity"]["max_rel_error"] <= 1e-5
 
 
 def test_debug_limits_on_val_batches(train_config, tmp_path):
