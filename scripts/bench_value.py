@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+from _summary import mean_std_cell, metrics_over_seeds  # noqa: E402
 from adlab.harness.configs import compose  # noqa: E402
 from adlab.train import train  # noqa: E402
 
@@ -68,16 +68,8 @@ def summarise(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, di
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for method in METHODS:
         present = [run[method] for run in runs if method in run]
-        if not present:
-            continue
-        summary[method] = {
-            name: {
-                "mean": statistics.fmean(r[name] for r in present),
-                "std": statistics.stdev([r[name] for r in present]) if len(present) > 1 else 0.0,
-                "seeds": len(present),
-            }
-            for name in METRICS
-        }
+        if present:
+            summary[method] = metrics_over_seeds(present, METRICS)
     return summary
 
 
@@ -107,7 +99,7 @@ def print_table(
     print(f"CDNOW test customers, mean ± std over {seeds} seed(s); wall time {wall:.0f} s")
     print(f"{'method':<10}" + "".join(f"{name:>22}" for name in METRICS))
     for method, scores in summary.items():
-        cells = "".join(f"{scores[n]['mean']:>14.4f} ± {scores[n]['std']:<5.3f}" for n in METRICS)
+        cells = "".join(mean_std_cell(scores[n]) for n in METRICS)
         print(f"{method:<10}{cells}")
     print(
         f"goal: Gini {checks['gini_ratio']:.3f}x and Spearman {checks['spearman_ratio']:.3f}x the best baseline "
