@@ -36,6 +36,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 import pandas as pd  # noqa: E402
 
+from _summary import mean_std_cell, metrics_over_seeds  # noqa: E402
 from adlab.families.segments.baselines import KMeansBaseline, feature_matrix  # noqa: E402
 from adlab.families.segments.metrics import adjusted_rand  # noqa: E402
 from adlab.harness.build import build_datamodule  # noqa: E402
@@ -130,15 +131,7 @@ def main() -> None:
     }
     wall = time.perf_counter() - started
     summary = {
-        method: {
-            name: {
-                "mean": statistics.fmean(run[method][name] for run in runs if method in run),
-                "std": statistics.stdev([run[method][name] for run in runs if method in run])
-                if sum(method in run for run in runs) > 1
-                else 0.0,
-            }
-            for name in METRICS
-        }
+        method: metrics_over_seeds([run[method] for run in runs if method in run], METRICS)
         for method in METHODS
         if any(method in run for run in runs)
     }
@@ -167,7 +160,7 @@ def main() -> None:
     print(f"CDNOW test customers, k = 8, mean ± std over seeds {args.seeds}; wall time {wall:.0f} s")
     print(f"{'method':<8}" + "".join(f"{name:>22}" for name in METRICS) + f"{'ari_seeds':>12}")
     for method, scores in summary.items():
-        cells = "".join(f"{scores[n]['mean']:>14.4f} ± {scores[n]['std']:<5.3f}" for n in METRICS)
+        cells = "".join(mean_std_cell(scores[n]) for n in METRICS)
         value = ari.get(method)
         print(f"{method:<8}{cells}{'' if value is None else f'{value:>12.3f}'}")
     print(
