@@ -48,6 +48,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
+from _summary import mean_std_cell, metrics_over_seeds  # noqa: E402
 from adlab.harness.configs import compose  # noqa: E402
 from adlab.metrics.binary import score_probabilities  # noqa: E402
 from adlab.train import train  # noqa: E402
@@ -307,14 +308,7 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, dict[str, dict[str, float
         summary.setdefault(run["dataset"], {}).setdefault(run["model"], []).append(run["figures"])
     for models in summary.values():
         for model, figures in models.items():
-            models[model] = {
-                name: {
-                    "mean": statistics.fmean(f[name] for f in figures),
-                    "std": statistics.stdev([f[name] for f in figures]) if len(figures) > 1 else 0.0,
-                    "seeds": len(figures),
-                }
-                for name in METRICS
-            }
+            models[model] = metrics_over_seeds(figures, METRICS)
     return summary
 
 
@@ -358,7 +352,7 @@ def print_table(result: dict) -> None:
         print(f"{'model':<16}" + "".join(f"{name:>22}" for name in METRICS))
         for model, scores in models.items():
             cells = "".join(
-                f"{scores[n]['mean']:>14.{1 if n == 'fit_seconds' else 4}f} ± {scores[n]['std']:<5.{1 if n == 'fit_seconds' else 3}f}"
+                mean_std_cell(scores[n], 1, 1) if n == "fit_seconds" else mean_std_cell(scores[n])
                 for n in METRICS
             )
             print(f"{model:<16}{cells}")
