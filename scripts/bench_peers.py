@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -49,6 +50,7 @@ import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from _summary import mean_std_cell, metrics_over_seeds  # noqa: E402
+from adlab.harness.checkpoints import load_checkpoint  # noqa: E402
 from adlab.harness.configs import compose  # noqa: E402
 from adlab.metrics.binary import score_probabilities  # noqa: E402
 from adlab.train import train  # noqa: E402
@@ -265,11 +267,34 @@ def run_adlab(
     ]
     with contextlib.redirect_stdout(sys.stderr):
         metrics = train(compose("train", overrides, output_dir))
-    saved = np.load(output_dir / "splits.npz")
-    if any(not np.array_equal(saved[name], rows) for name, rows in split.rows.items()):
-        raise RuntimeError(f"{output_dir}: propensity_csv's split differs from the peers' split")
-    figures = {name: float(metrics[f"{stage}/{name}"]) for name in METRICS if name != "fit_seconds"}
+    pool = pooled_rows(split, np.load(output_dir / "splits.npz"), output_dir)
+    if stage == "val" and pool is not None:
+        figures = out_of_fold_figures(split, pool, output_dir / "checkpoints" / "best.ckpt")
+    else:
+        figures = {name: float(metrics[f"{stage}/{name}"]) for name in METRICS if name != "fit_seconds"}
     return {**figures, "fit_seconds": float(metrics["time/fit_seconds"])}
+
+
+def pooled_rows(split: Split, saved: Any, output_dir: Path) -> np.ndarray | None:
+    """Check that propensity_csv ran on the peers' rows; the pool (train and val rows, sorted) when it was
+    cross-fitted (`fit=crossfit`: the pool served as both train and val), else None."""
+    pool = np.sort(np.concatenate([split.rows["train"], split.rows["val"]]))
+    crossfitted = np.array_equal(saved["train"], pool) and np.array_equal(saved["val"], pool)
+    plain = all(np.array_equal(saved[name], split.rows[name]) for name in ("train", "val"))
+    if not (crossfitted or plain) or not np.array_equal(saved["test"], split.rows["test"]):
+        raise RuntimeError(f"{output_dir}: propensity_csv's split differs from the peers' split")
+    return pool if crossfitted else None
+
+
+def out_of_fold_figures(split: Split, pool: np.ndarray, checkpoint: Path) -> dict[str, float]:
+    """A cross-fitted ensemble's val figures on the peers' val rows: the out-of-fold scores it stored for
+    them (each from the fold network that held the row out), so they compare with the peers' val figures."""
+    state = load_checkpoint(checkpoint)["state_dict"]
+    positions = np.searchsorted(pool, split.rows["val"])
+    logits = state["out_of_fold_logits"].numpy()[positions]
+    if not np.array_equal(state["out_of_fold_targets"].numpy()[positions], split.labels["val"]):
+        raise RuntimeError(f"{checkpoint}: its out-of-fold targets differ from the val rows' labels")
+    return score(1 / (1 + np.exp(-logits)), split.labels["val"])
 
 
 def run_peer(model: str, split: Split, seed: int, stages: tuple[str, ...]) -> dict[str, dict[str, float]]:

@@ -1,0 +1,67 @@
+"""scripts/bench_peers.py: propensity_csv's rows checked against the peers', plain or cross-fitted, and a
+cross-fitted run's val figures read from its out-of-fold scores of the peers' val rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "bench_peers.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(SCRIPT.parent))  # its helpers (_summary) sit beside it
+        patch.setitem(sys.modules, "bench_peers", module)  # dataclasses look their module up
+        spec.loader.exec_module(module)
+    return module
+
+
+# customers 0..7: rows listed out of order, as a stratified split lists them
+LABELS = np.array([0, 0, 1, 0, 1, 1, 1, 0])
+ROWS = {"train": np.array([5, 0, 3, 7]), "val": np.array([4, 1, 6]), "test": np.array([2])}
+POOL = np.array([0, 1, 3, 4, 5, 6, 7])
+
+
+def _split(bench):
+    frames = {stage: pd.DataFrame({"x": rows}) for stage, rows in ROWS.items()}
+    return bench.Split(frames, {stage: LABELS[rows] for stage, rows in ROWS.items()}, ROWS, [], ["x"])
+
+
+def test_pooled_rows_tells_plain_from_cross_fitted_and_refuses_other_rows(bench, tmp_path):
+    split = _split(bench)
+    assert bench.pooled_rows(split, ROWS, tmp_path) is None
+    pooled = bench.pooled_rows(split, {"train": POOL, "val": POOL, "test": ROWS["test"]}, tmp_path)
+    assert pooled.tolist() == POOL.tolist()
+    for saved in (
+        {**ROWS, "test": np.array([3])},
+        {**ROWS, "val": np.array([4, 1])},
+        {"train": POOL, "val": POOL[:-1], "test": ROWS["test"]},
+    ):
+        with pytest.raises(RuntimeError, match="split differs from the peers' split"):
+            bench.pooled_rows(split, saved, tmp_path)
+
+
+def test_out_of_fold_figures_score_the_val_rows_in_their_order(bench, tmp_path):
+    split, checkpoint = _split(bench), tmp_path / "best.ckpt"
+    # each pool row's logit is its customer number: val customers 4 and 6 buy, 1 does not -> AUROC 1
+    # (read in sorted order, 1 and 6 would be the buyers -> 0.5)
+    state = {
+        "out_of_fold_logits": torch.tensor(POOL, dtype=torch.float32),
+        "out_of_fold_targets": torch.tensor(LABELS[POOL], dtype=torch.float32),
+    }
+    torch.save({"state_dict": state, "adlab_config": {}}, checkpoint)
+    assert bench.out_of_fold_figures(split, POOL, checkpoint)["auroc"] == pytest.approx(1.0)
+    state["out_of_fold_targets"] = 1 - state["out_of_fold_targets"]
+    torch.save({"state_dict": state, "adlab_config": {}}, checkpoint)
+    with pytest.raises(RuntimeError, match="out-of-fold targets differ"):
+        bench.out_of_fold_figures(split, POOL, checkpoint)
