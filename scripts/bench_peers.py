@@ -23,6 +23,8 @@ then each model's mean rank on AUROC across the datasets, and the goal of issue 
 mean rank, never more than 0.005 AUROC behind the best peer). `--peer-cache FILE` keeps each peer fit's val
 and test figures (one fit gives both), so that comparing adlab settings on val refits no peer; only the
 figures of `--split` are printed. Extra arguments are overrides of propensity_csv (val experiments).
+A cross-fitted propensity_csv (`fit=crossfit`) trains on the train and val rows; its val figures are the
+out-of-fold scores it stored for the val rows (each from the fold network that held the row out).
 """
 
 from __future__ import annotations
