@@ -236,6 +236,25 @@ def test_fold_settings_are_checked_before_anything_is_written(table_config, tmp_
     assert not (tmp_path / "run").exists()
 
 
+def test_a_pool_over_max_pool_rows_is_fitted_plainly(train_config, tmp_path):
+    plain = build_datamodule(train_config(["experiment=propensity_coil", "fit=plain"]))
+    pool_rows = len(plain.splits["train"]) + len(plain.splits["val"])
+    strategy = CrossFit(FOLDS, max_pool_rows=pool_rows - 1)
+    over = build_datamodule(train_config(OVERRIDES), strategy)
+    assert strategy.plain
+    for stage, rows in plain.splits.items():
+        assert np.array_equal(over.splits[stage], rows), stage
+    metrics = train(train_config([*OVERRIDES, f"fit.max_pool_rows={pool_rows - 1}"]))
+    assert not (tmp_path / "run" / "folds").exists() and "baseline/logreg/val/auroc" in metrics
+    assert load_module(tmp_path / "run" / "checkpoints" / "best.ckpt").out_of_fold_logits is None
+    # at the limit, it cross-fits
+    assert build_datamodule(train_config(OVERRIDES), CrossFit(FOLDS, max_pool_rows=pool_rows)).splits[
+        "train"
+    ].shape == (pool_rows,)
+    with pytest.raises(AdlabError, match=r"fit\.max_pool_rows=0: expected null or a positive"):
+        CrossFit(FOLDS, max_pool_rows=0)
+
+
 def test_too_many_folds_for_the_rows_is_an_error():
     with pytest.raises(AdlabError, match=r"fit\.folds=4: 4 train and val rows leave a fold empty"):
         fold_assignment(np.array([0, 0, 1, 1]), 4, seed=1)

@@ -66,15 +66,23 @@ class CrossFit(PlainFit):
         folds: K, the number of folds (stratified on the target, seeded with the run's seed).
         fold: train only this fold's network (its rows are val, the other folds' are train), as a plain
             fit; what `adlab-eval` rebuilds for a fold network's checkpoint. None: all K, merged.
+        max_pool_rows: a pool of more rows is fitted plainly (one network on the train split, selected on
+            val), since K fits of a large table cost K times the time a plain fit already takes. None: no
+            limit.
     """
 
-    def __init__(self, folds: int = 5, fold: int | None = None):
+    def __init__(self, folds: int = 5, fold: int | None = None, max_pool_rows: int | None = None):
         if folds < 2:
             raise AdlabError(f"fit.folds={folds}: expected at least 2 folds")
         if fold is not None and not 0 <= fold < folds:
             raise AdlabError(f"fit.fold={fold}: expected null or 0..fit.folds-1 (fit.folds={folds})")
+        if max_pool_rows is not None and max_pool_rows < 1:
+            raise AdlabError(f"fit.max_pool_rows={max_pool_rows}: expected null or a positive number of rows")
         self.folds = int(folds)
         self.fold = fold
+        self.max_pool_rows = max_pool_rows
+        # set by setup_data: the pool is over max_pool_rows, so this job is a plain fit
+        self.plain = False
 
     def check(self, cfg: DictConfig) -> None:
         if self.fold is None and (cfg.get("ckpt_path") or not cfg.get("train", True)):
@@ -95,6 +103,16 @@ class CrossFit(PlainFit):
             raise self._not_tabular(datamodule)
         splits = datamodule.split_rows(raw)
         pool = np.sort(np.concatenate([splits["train"], splits["val"]]))
+        if self.fold is None and self.max_pool_rows is not None and len(pool) > self.max_pool_rows:
+            log.info(
+                "fit=crossfit: %d train and val rows, over fit.max_pool_rows=%d: one network on the train "
+                "split, selected on val (a plain fit)",
+                len(pool),
+                self.max_pool_rows,
+            )
+            self.plain = True
+            datamodule.setup_rows(raw, splits)
+            return
         datamodule.setup_rows(raw, {"train": pool, "val": pool, "test": splits["test"]})
         tensors = datamodule.tensors["train"]
         if not (isinstance(tensors, dict) and TABULAR_TENSORS <= set(tensors)) or len(
@@ -138,7 +156,7 @@ class CrossFit(PlainFit):
     ) -> Fitted:
         """Train one network per fold, merge them, and return the ensemble with a trainer whose
         checkpoints store it (written after its validation)."""
-        if self.fold is not None:
+        if self.fold is not None or self.plain:
             return super().fit(cfg, model, datamodule, trainer, loggers, resolved)
         if not isinstance(model, PropensityModule):
             raise AdlabError(
@@ -213,7 +231,7 @@ class CrossFit(PlainFit):
     def evaluate_baseline(self, baseline: Any, datamodule: Any) -> dict[str, float]:
         """The baseline cross-fitted like the networks: out-of-fold val metrics over the pool, test metrics
         of the mean of its K fits (`evaluate_cross_fitted`)."""
-        if self.fold is not None:
+        if self.fold is not None or self.plain:
             return super().evaluate_baseline(baseline, datamodule)
         if not hasattr(baseline, "evaluate_cross_fitted"):
             raise AdlabError(f"{type(baseline).__name__} cannot be cross-fitted (fit=crossfit)")
