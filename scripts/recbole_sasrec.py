@@ -3,7 +3,7 @@
 
     make peers   # RecBole in the separate .venv-peers, never in adlab's own environment
     nice -n 15 .venv-peers/bin/python scripts/recbole_sasrec.py --seed 1 [--epochs 300] [--threads 1]
-        [--max-minutes M] [--out docs/measurements/recbole_sasrec.json] [--data-dir /work/data]
+        [--max-minutes M] [--resume] [--out docs/measurements/recbole_sasrec.json] [--data-dir /work/data]
 
 The interactions are read by adlab's own source with the `recommend_sasrec` experiment's data config
 (`adlab.data.sources.interactions.InteractionsSource`: every rating counts, no threshold, no k-core,
@@ -29,6 +29,12 @@ RecBole 1.2.1 runs beside torch 2.14 / numpy 2 / pandas 3 with three workarounds
   run has just written in its own work folder (its checkpoint pickles RecBole's Config object, which
   torch's weights-only loader refuses); nothing from anyone else's file is loaded.
 
+After every epoch the run keeps its latest training state (`<work>/saved_seed_S/latest.pth`, RecBole's own
+checkpoint format) and `<work>/progress_seed_S.json` (the val curve, the best checkpoint's name, the sha256
+of both files and the random states of torch and of the train loader): `--resume` continues the run where
+it stopped, in a later session too, as if it had not stopped. A checkpoint is loaded only when its sha256
+is the one this script recorded right after writing it.
+
 Each run merges its seed into `--out`: per seed the test `ndcg_at_10`, `hr_at_10`, `mrr_at_10`, the val
 figures of the chosen epoch, epochs run, best epoch, wall time, whether early stopping ended the run
 (`converged`), and the versions and command. A run stopped by `--max-minutes` or SIGTERM/SIGINT (after the
@@ -41,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -69,11 +76,16 @@ def _workarounds() -> None:
             setattr(np, alias, kind)
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @contextlib.contextmanager
-def own_checkpoint_load(path: Path, written_after: float):
-    """Allow torch's full (pickle) load only for RecBole's own checkpoint `path`, written by this run."""
-    if not path.is_file() or path.stat().st_mtime < written_after:
-        raise SystemExit(f"{path}: expected the checkpoint this run wrote; not reloading it")
+def own_checkpoint_load(path: Path, expected_sha256: str | None):
+    """Allow torch's full (pickle) load only for RecBole's own checkpoint `path`: a file this script wrote
+    in its work folder and recorded the sha256 of right after writing it."""
+    if expected_sha256 is None or not path.is_file() or sha256(path) != expected_sha256:
+        raise SystemExit(f"{path}: expected a checkpoint this script wrote (sha256 recorded); not loading it")
     previous = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
     os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     try:
@@ -183,6 +195,44 @@ def _command() -> str:
     )
 
 
+def save_progress(file: Path, progress: dict, trainer, train_data, torch, epoch: int, seconds: float) -> None:
+    """After each epoch: the latest training state (RecBole's own checkpoint format) and, beside it, the
+    curve, the best checkpoint's name, both files' sha256 and the random states, so that `--resume`
+    continues this run where it stopped (a later session included) as if it had not stopped."""
+    latest = Path(trainer.checkpoint_dir) / "latest.pth"
+    best_file = Path(trainer.saved_model_file)
+    trainer._save_checkpoint(epoch, verbose=False, saved_model_file=str(latest))
+    if trainer.cur_step == 0:  # RecBole has just saved a new best checkpoint
+        progress.update(best_file=str(best_file), best_sha256=sha256(best_file))
+        progress["best_valid_result"] = {k: float(v) for k, v in trainer.best_valid_result.items()}
+    progress.update(
+        latest_file=str(latest),
+        latest_sha256=sha256(latest),
+        fit_seconds_at_latest=seconds,
+        rng_torch=torch.get_rng_state().tolist(),
+        rng_loader=train_data.generator.get_state().tolist(),
+    )
+    partial = file.with_suffix(".partial")
+    partial.write_text(json.dumps(progress) + "\n")
+    partial.replace(file)
+
+
+def resume(file: Path, trainer, train_data, torch) -> dict | None:
+    """Continue from `file` (written by save_progress for this seed), or None when there is nothing to resume."""
+    if not file.is_file():
+        return None
+    progress = json.loads(file.read_text())
+    with own_checkpoint_load(Path(progress["latest_file"]), progress["latest_sha256"]):
+        trainer.resume_checkpoint(progress["latest_file"])
+    trainer.saved_model_file = progress["best_file"]
+    trainer.best_valid_result = progress["best_valid_result"]
+    torch.set_rng_state(torch.tensor(progress["rng_torch"], dtype=torch.uint8))
+    train_data.generator.set_state(torch.tensor(progress["rng_loader"], dtype=torch.uint8))
+    progress["fit_seconds"] = progress["fit_seconds_at_latest"]
+    print(f"resumed {file} at epoch {trainer.start_epoch}", flush=True)
+    return progress
+
+
 class Stop(Exception):
     """Raised from RecBole's per-epoch callback to end training early (time budget or a signal)."""
 
@@ -197,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch past this")
     parser.add_argument(
         "--data-dir", type=Path, default=Path(os.environ.get("ADLAB_DATA_DIR", ROOT / "data"))
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue this seed's run in --work where it stopped"
     )
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "recbole_sasrec")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "measurements" / "recbole_sasrec.json")
@@ -236,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = SASRec(config, train_data._dataset).to(config["device"])
     trainer = Trainer(config, model)
-    history: list[dict] = []
+    progress_file = work / f"progress_seed_{args.seed}.json"
+    progress = resume(progress_file, trainer, train_data, torch) if args.resume else None
+    progress = progress or {"seed": args.seed, "history": [], "fit_seconds": 0.0, "parts": 0}
+    progress["parts"] += 1
+    history: list[dict] = progress["history"]
     stop = {"why": None}
 
     def on_signal(number, _frame):
@@ -246,36 +303,43 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def after_epoch(epoch: int, score: float) -> None:
+        seconds = progress["fit_seconds"] + time.time() - fit_started
         history.append(
             {
                 "epoch": epoch,
                 "val_ndcg_at_10": float(score),
                 "best": trainer.cur_step == 0,
-                "seconds": round(time.time() - fit_started, 1),
+                "seconds": round(seconds, 1),
             }
         )
-        print(f"epoch {epoch}: val ndcg@10 {score:.4f} ({history[-1]['seconds']:.0f} s)", flush=True)
+        print(f"epoch {epoch}: val ndcg@10 {score:.4f} ({seconds:.0f} s)", flush=True)
+        save_progress(progress_file, progress, trainer, train_data, torch, epoch, seconds)
         if args.max_minutes is not None and time.time() - fit_started > 60 * args.max_minutes:
             stop["why"] = f"--max-minutes {args.max_minutes}"
         if stop["why"]:
             raise Stop(stop["why"])
 
     fit_started = time.time()
-    try:
-        trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=after_epoch)
-    except Stop:
-        pass
-    fit_seconds = time.time() - fit_started
-    with own_checkpoint_load(Path(trainer.saved_model_file), fit_started):
+    if trainer.start_epoch < args.epochs and not progress.get("stopped_early"):
+        with contextlib.suppress(Stop):
+            trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=after_epoch)
+        # RecBole stops once cur_step (evaluations without a better val score) exceeds stopping_step
+        progress["stopped_early"] = trainer.cur_step > config["stopping_step"]
+    fit_seconds = progress["fit_seconds"] + time.time() - fit_started
+    progress["fit_seconds"] = fit_seconds
+    trainer.saved_model_file = progress["best_file"]
+    with own_checkpoint_load(Path(progress["best_file"]), progress["best_sha256"]):
         test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    progress_file.write_text(json.dumps(progress) + "\n")
     best = [entry["epoch"] for entry in history if entry["best"]]
     ran_out = not stop["why"] and len(history) >= args.epochs
     result = {
         **{name: float(test[key]) for key, name in METRICS.items()},
-        **{f"val_{name}": float(trainer.best_valid_result[key]) for key, name in METRICS.items()},
+        **{f"val_{name}": float(progress["best_valid_result"][key]) for key, name in METRICS.items()},
         "epochs_run": len(history),
         "best_epoch": best[-1] if best else None,
-        "converged": stop["why"] is None and not ran_out,
+        "converged": bool(progress.get("stopped_early")),
+        "parts": progress["parts"],
         "stopped_by": stop["why"]
         or ("--epochs reached" if ran_out else "early stopping (10 epochs without a better val NDCG@10)"),
         "fit_seconds": round(fit_seconds, 1),
