@@ -1,7 +1,7 @@
 """Benchmark adlab's bring-your-own-table propensity preset beside the peers a researcher would pick instead.
 
     .venv-peers/bin/python scripts/bench_peers.py [--seeds 1 2 3 4 5] [--datasets ...] [--models ...]
-        [--split test|val] [--peer-cache FILE] [--json] [OVERRIDE ...]
+        [--split test|val|holdout] [--peer-cache FILE] [--json] [OVERRIDE ...]
 
 Datasets (`adlab-data fetch NAME` each): CoIL 2000 (official test split, val carved from its training
 customers), CDNOW repeat purchase, Telco churn and MLC churn (adlab's seeded, stratified 60/20/20). For
@@ -25,6 +25,9 @@ and test figures (one fit gives both), so that comparing adlab settings on val r
 figures of `--split` are printed. Extra arguments are overrides of propensity_csv (val experiments).
 A cross-fitted propensity_csv (`fit=crossfit`) trains on the train and val rows; its val figures are the
 out-of-fold scores it stored for the val rows (each from the fold network that held the row out).
+`--split holdout` reads no test row either: each table is cut to its train and val rows, the val rows
+become its test split, and every model fits on the train rows (val carved from them, 20%) and is scored
+on the val rows; a cross-fitted ensemble is then scored like a plain fit, on rows none of it has seen.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from _summary import mean_std_cell, metrics_over_seeds  # noqa: E402
+from adlab.data.sources.tabular import read_table  # noqa: E402
 from adlab.harness.checkpoints import load_checkpoint  # noqa: E402
 from adlab.harness.configs import compose  # noqa: E402
 from adlab.metrics.binary import score_probabilities  # noqa: E402
@@ -135,6 +139,20 @@ def build_split(table: Table, seed: int, data_dir: Path, log_dir: Path) -> Split
         list(raw.categorical),
         list(raw.numeric),
     )
+
+
+def holdout_table(table: Table, split: Split, data_dir: Path, folder: Path) -> Table:
+    """The table cut to the split's train and val rows (written under `folder`), its val rows marked as its
+    official test split: models fit on the train rows (their val carved from them) and are scored on val
+    rows no fit has seen, so a cross-fitted ensemble and a plain fit compare on the same footing."""
+    frame = read_table(data_dir / table.path)
+    rows = np.sort(np.concatenate([split.rows["train"], split.rows["val"]]))
+    cut = frame.iloc[rows].reset_index(drop=True)
+    cut["split"] = np.where(np.isin(rows, split.rows["val"]), "test", "train")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{Path(table.path).stem}.parquet"
+    cut.to_parquet(path, index=False)
+    return Table(str(path), table.target, table.positive, split_column="split")
 
 
 def as_categories(split: Split) -> dict[str, pd.DataFrame]:
@@ -400,7 +418,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--split", choices=("test", "val"), default="test", help="the figures reported")
+    parser.add_argument(
+        "--split", choices=("test", "val", "holdout"), default="test", help="the figures reported"
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ADLAB_DATA_DIR", "data")))
     parser.add_argument("--log-dir", type=Path, default=None, help="adlab's run folders (default: temporary)")
     parser.add_argument(
@@ -416,16 +436,21 @@ def main() -> None:
     for model, why in unavailable.items():
         print(f"bench_peers: {model} not run: {why}", file=sys.stderr)
     started, runs, cache = time.perf_counter(), [], PeerCache(args.peer_cache)
+    # holdout: every model is tested on the val rows of a table cut to its train and val rows
+    stage, cached_as = ("test", "{}@holdout") if args.split == "holdout" else (args.split, "{}")
     for dataset in args.datasets:
-        table = DATASETS[dataset]
         for seed in args.seeds:
+            table = DATASETS[dataset]
             split = build_split(table, seed, data_dir, log_dir / dataset)
+            if args.split == "holdout":
+                table = holdout_table(table, split, data_dir, log_dir / dataset / f"holdout-{seed}")
+                split = build_split(table, seed, data_dir, log_dir / dataset)
             for model in models:
                 if model == ADLAB:
                     run_dir = log_dir / dataset
-                    figures = run_adlab(table, split, seed, data_dir, run_dir, args.split, args.overrides)
+                    figures = run_adlab(table, split, seed, data_dir, run_dir, stage, args.overrides)
                 else:
-                    figures = cache.figures(dataset, seed, model, split, args.split)
+                    figures = cache.figures(cached_as.format(dataset), seed, model, split, stage)
                 runs.append({"dataset": dataset, "seed": seed, "model": model, "figures": figures})
                 print(f"bench_peers: {dataset} seed {seed} {model}: {figures}", file=sys.stderr, flush=True)
     summary = summarise(runs)

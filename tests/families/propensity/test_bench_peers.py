@@ -65,3 +65,14 @@ def test_out_of_fold_figures_score_the_val_rows_in_their_order(bench, tmp_path):
     torch.save({"state_dict": state, "adlab_config": {}}, checkpoint)
     with pytest.raises(RuntimeError, match="out-of-fold targets differ"):
         bench.out_of_fold_figures(split, POOL, checkpoint)
+
+
+def test_holdout_table_tests_on_the_val_rows_of_a_table_cut_to_train_and_val(bench, tmp_path):
+    pd.DataFrame({"customer_id": np.arange(8), "x": np.arange(8) * 1.5, "bought": LABELS}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    table = bench.holdout_table(bench.Table("t.csv", "bought"), _split(bench), tmp_path, tmp_path / "cut")
+    assert table.split_column == "split" and table.target == "bought"
+    cut = pd.read_parquet(table.path)
+    assert cut["customer_id"].tolist() == POOL.tolist() and cut["x"].tolist() == (POOL * 1.5).tolist()
+    assert cut["split"].tolist() == ["train", "test", "train", "test", "train", "test", "train"]
