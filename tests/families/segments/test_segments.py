@@ -209,3 +209,23 @@ def test_segment_names_come_from_the_top_features():
     )
     profile = segment_profile(inputs, inputs, np.array([0, 0, 1, 1]), 2, names)
     assert name_segments(profile, 2)[0] == "very recently active frequent"
+
+
+def test_several_encoders_form_the_segments_in_their_embeddings_side_by_side():
+    single = SegmentModule(_meta(), k=2, latent_dim=3, seed=0)
+    module = SegmentModule(_meta(), k=2, latent_dim=3, encoders=3, seed=0)
+    # one autoencoder keeps its checkpoint keys; the ensemble's first member is that same autoencoder
+    assert "net.encoder.0.weight" in single.state_dict()
+    assert torch.equal(module.net.members[0].encoder[0].weight, single.net.encoder[0].weight)
+    assert not torch.equal(module.net.members[1].encoder[0].weight, module.net.members[0].encoder[0].weight)
+    values = torch.randn(100, 3, generator=torch.Generator().manual_seed(0))
+    module.fit_to_train(_split(values))
+    latent = module(values)
+    assert latent.shape == (100, 9) and module.centres.shape == (2, 9)
+    members = [m.reconstruction_loss(m.encode(values), values, None) for m in module.net.members]
+    loss = module.net.reconstruction_loss(latent, values, None)
+    assert float(loss) == pytest.approx(float(torch.stack(members).mean()), rel=1e-6)
+    module._start_centres()
+    assert set(module.predict_step({"features": values}, 0)["segment"].tolist()) == {0, 1}
+    with pytest.raises(AdlabError, match="model.encoders=0"):
+        SegmentModule(_meta(), encoders=0)

@@ -18,6 +18,7 @@ from adlab.data.features import DataMeta, TabularMeta, TrainSplit, TransactionsM
 from adlab.errors import AdlabError
 from adlab.families.segments.metrics import bootstrap_ari, segment_metrics, segment_shares
 from adlab.families.segments.nets import (
+    AutoencoderEnsemble,
     TabularAutoencoder,
     batch_inputs,
     soft_assignment,
@@ -61,9 +62,12 @@ class SegmentModule(L.LightningModule):
             categorical embeddings).
         k: number of segments.
         min_segment_share: the smallest share of train customers a segment may hold.
-        latent_dim: width of the embedding.
+        latent_dim: width of the embedding (of each autoencoder).
         hidden_sizes: widths of the encoder's hidden layers (the decoder mirrors them).
         embedding_dim: width of each categorical embedding (tabular data).
+        encoders: autoencoders trained side by side from different initialisations; the segments are formed
+            in their embeddings concatenated (`encoders x latent_dim` wide), which makes them repeat across
+            seeds (`AutoencoderEnsemble`); 1 is a single autoencoder.
         pretrain_epochs: reconstruction-only epochs before the clustering head starts.
         cluster_weight: weight of the KL term (IDEC's gamma).
         alpha: degrees of freedom of the Student-t kernel.
@@ -89,6 +93,7 @@ class SegmentModule(L.LightningModule):
         latent_dim: int = 8,
         hidden_sizes: Sequence[int] = (64, 32),
         embedding_dim: int = 4,
+        encoders: int = 1,
         pretrain_epochs: int = 10,
         cluster_weight: float = 0.1,
         alpha: float = 1.0,
@@ -108,6 +113,8 @@ class SegmentModule(L.LightningModule):
             )
         if int(k) < 2:
             raise AdlabError(f"model.k={k}: expected at least 2 segments")
+        if int(encoders) < 1:
+            raise AdlabError(f"model.encoders={encoders}: expected at least 1 autoencoder")
         if not 0 <= float(min_segment_share) < 1:
             raise AdlabError(f"model.min_segment_share={min_segment_share}: expected a share in [0, 1)")
         if int(k) * float(min_segment_share) > 1:
@@ -133,11 +140,16 @@ class SegmentModule(L.LightningModule):
         self.categorical_names = [] if self.spend else list(meta.categorical)
         with torch.random.fork_rng():
             torch.manual_seed(int(seed))
-            self.net = TabularAutoencoder(
-                len(self.feature_names), cardinalities, embedding_dim, list(hidden_sizes), latent_dim
-            )
+            members = [
+                TabularAutoencoder(
+                    len(self.feature_names), cardinalities, embedding_dim, list(hidden_sizes), latent_dim
+                )
+                for _ in range(int(encoders))
+            ]
+        # one autoencoder stays one (its checkpoints keep their keys); several are an ensemble
+        self.net = members[0] if len(members) == 1 else AutoencoderEnsemble(members)
         self.k = int(k)
-        self.centres = torch.nn.Parameter(torch.zeros(self.k, int(latent_dim)))
+        self.centres = torch.nn.Parameter(torch.zeros(self.k, int(latent_dim) * int(encoders)))
         self.register_buffer("centres_ready", torch.zeros((), dtype=torch.bool))
         # raw-value scaling of the numeric inputs (profiles and names), set by `fit_to_train`
         self.register_buffer("feature_mean", torch.zeros(len(self.feature_names)))
@@ -145,7 +157,7 @@ class SegmentModule(L.LightningModule):
         self.segment_names: list[str] = [f"segment {j}" for j in range(self.k)]
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
         self._train: tuple[Tensor, Tensor | None] | None = None
-        self._teacher: tuple[TabularAutoencoder, Tensor, Tensor] | None = None
+        self._teacher: tuple[TabularAutoencoder | AutoencoderEnsemble, Tensor, Tensor] | None = None
         self._outputs: dict[str, list[Tensor]] = {}
         self._losses: list[Tensor] = []
         self._under_share = False  # this epoch's train segments break the share (within the grace)
@@ -189,12 +201,12 @@ class SegmentModule(L.LightningModule):
 
     # ------------------------------------------------------------------ model
     def forward(self, numeric: Tensor, categorical: Tensor | None = None) -> Tensor:
-        """The embedding `(batch, latent_dim)`."""
+        """The embedding `(batch, encoders x latent_dim)`."""
         return self.net.encode(numeric, categorical)
 
     @torch.no_grad()
     def encode_all(self, numeric: Tensor, categorical: Tensor | None) -> Tensor:
-        """Embeddings of many rows in chunks, in eval mode, on the module's device; `(rows, latent_dim)` on CPU."""
+        """Embeddings of many rows in chunks, in eval mode, on the module's device; `(rows, encoders x latent_dim)` on CPU."""
         training = self.training
         self.eval()
         parts = []

@@ -72,6 +72,35 @@ class TabularAutoencoder(nn.Module):
         return loss
 
 
+class AutoencoderEnsemble(nn.Module):
+    """Several autoencoders over the same inputs, each from its own initialisation, trained side by side: the
+    embedding is their embeddings concatenated, the reconstruction loss their mean.
+
+    Why: one autoencoder's embedding depends on its initialisation, and k-means on it can cut the customers
+    differently from seed to seed; distances in the concatenation sum over the members, so the segments
+    follow what the members agree on (a consensus inside one run).
+
+    `encode(numeric, categorical)` -> `(batch, members x latent_dim)`; `reconstruction_loss(latent, numeric,
+    categorical)` splits the latent back into the members' parts.
+    """
+
+    def __init__(self, members: Sequence[TabularAutoencoder]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def encode(self, numeric: Tensor, categorical: Tensor | None = None) -> Tensor:
+        return torch.cat([member.encode(numeric, categorical) for member in self.members], dim=1)
+
+    def reconstruction_loss(self, latent: Tensor, numeric: Tensor, categorical: Tensor | None) -> Tensor:
+        """The members' mean reconstruction loss, each from its own slice of `latent`."""
+        parts = latent.chunk(len(self.members), dim=1)
+        losses = [
+            m.reconstruction_loss(part, numeric, categorical)
+            for m, part in zip(self.members, parts, strict=True)
+        ]
+        return torch.stack(losses).mean()
+
+
 def soft_assignment(latent: Tensor, centres: Tensor, alpha: float = 1.0) -> Tensor:
     """DEC's Student-t kernel: `q_ij ∝ (1 + |z_i - mu_j|² / alpha)^(-(alpha + 1) / 2)`, `(batch, k)`, rows sum to 1."""
     distance = torch.cdist(latent, centres).pow(2)
