@@ -247,10 +247,13 @@ def test_a_pool_over_max_pool_rows_is_fitted_plainly(train_config, tmp_path):
     metrics = train(train_config([*OVERRIDES, f"fit.max_pool_rows={pool_rows - 1}"]))
     assert not (tmp_path / "run" / "folds").exists() and "baseline/logreg/val/auroc" in metrics
     assert load_module(tmp_path / "run" / "checkpoints" / "best.ckpt").out_of_fold_logits is None
-    # at the limit, it cross-fits
+    # at the limit, it cross-fits; and a strategy that fitted a larger pool plainly cross-fits this one
     assert build_datamodule(train_config(OVERRIDES), CrossFit(FOLDS, max_pool_rows=pool_rows)).splits[
         "train"
     ].shape == (pool_rows,)
+    strategy.max_pool_rows = pool_rows
+    assert build_datamodule(train_config(OVERRIDES), strategy).splits["train"].shape == (pool_rows,)
+    assert not strategy.plain
     with pytest.raises(AdlabError, match=r"fit\.max_pool_rows=0: expected null or a positive"):
         CrossFit(FOLDS, max_pool_rows=0)
 

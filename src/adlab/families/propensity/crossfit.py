@@ -103,14 +103,14 @@ class CrossFit(PlainFit):
             raise self._not_tabular(datamodule)
         splits = datamodule.split_rows(raw)
         pool = np.sort(np.concatenate([splits["train"], splits["val"]]))
-        if self.fold is None and self.max_pool_rows is not None and len(pool) > self.max_pool_rows:
+        self.plain = self.fold is None and self.max_pool_rows is not None and len(pool) > self.max_pool_rows
+        if self.plain:
             log.info(
                 "fit=crossfit: %d train and val rows, over fit.max_pool_rows=%d: one network on the train "
                 "split, selected on val (a plain fit)",
                 len(pool),
                 self.max_pool_rows,
             )
-            self.plain = True
             datamodule.setup_rows(raw, splits)
             return
         datamodule.setup_rows(raw, {"train": pool, "val": pool, "test": splits["test"]})
