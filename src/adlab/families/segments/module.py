@@ -206,7 +206,9 @@ class SegmentModule(L.LightningModule):
 
     @torch.no_grad()
     def encode_all(self, numeric: Tensor, categorical: Tensor | None) -> Tensor:
-        """Embeddings of many rows in chunks, in eval mode, on the module's device; `(rows, encoders x latent_dim)` on CPU."""
+        """Embeddings of many rows in chunks, in eval mode, on the module's device.
+
+        Returns `(rows, encoders x latent_dim)` on CPU."""
         training = self.training
         self.eval()
         parts = []
