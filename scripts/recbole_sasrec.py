@@ -17,7 +17,7 @@ Config: SASRec with RecBole's defaults (2 layers, 2 heads, hidden 64, inner 256,
 1e-3), CE loss over the whole catalogue, MAX_ITEM_LIST_LENGTH 50, train_batch_size 256, topk 10, metrics
 NDCG, Hit, MRR, model chosen on val NDCG@10, up to `--epochs` epochs with RecBole's early stopping
 (stopping_step 10: training ends after 10 epochs without a better val NDCG@10), then the best val
-checkpoint is tested once. RecBole's MRR is MRR@10 (a hit beyond rank 10 counts 0), stored as
+checkpoint is tested. RecBole's MRR is MRR@10 (a hit beyond rank 10 counts 0), stored as
 `mrr_at_10`: it is not adlab's `mrr` (over the whole ranking) and is not compared with it.
 
 RecBole 1.2.1 runs beside torch 2.14 / numpy 2 / pandas 3 with three workarounds, none editing its source:
@@ -25,15 +25,20 @@ RecBole 1.2.1 runs beside torch 2.14 / numpy 2 / pandas 3 with three workarounds
   module put in `sys.modules` before RecBole is imported (ray itself is not installed);
 - `np.float_`, `np.complex_`, `np.unicode_` (removed in numpy 2) are aliased to `np.float64`,
   `np.complex128`, `np.str_` before RecBole is imported;
-- `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` is set only while RecBole reloads its best checkpoint, a file this
-  run has just written in its own work folder (its checkpoint pickles RecBole's Config object, which
-  torch's weights-only loader refuses); nothing from anyone else's file is loaded.
+- `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` is set only while RecBole loads one of its own checkpoints (it pickles
+  RecBole's Config object, which torch's weights-only loader refuses): a file in `<work>/saved_seed_S/`
+  that this script wrote and whose sha256 it recorded right after writing; a file with another sha256 is
+  not loaded. `--work` is the script's own output folder: keep it writable by you alone.
 
-After every epoch the run keeps its latest training state (`<work>/saved_seed_S/latest.pth`, RecBole's own
-checkpoint format) and `<work>/progress_seed_S.json` (the val curve, the best checkpoint's name, the sha256
-of both files and the random states of torch and of the train loader): `--resume` continues the run where
-it stopped, in a later session too, as if it had not stopped. A checkpoint is loaded only when its sha256
-is the one this script recorded right after writing it.
+After every epoch the run keeps its latest training state (`<work>/saved_seed_S/latest.pth`, written to a
+side file then renamed) and `<work>/progress_seed_S.json` (the settings, the val curve, the best
+checkpoint's name, the sha256 of both checkpoints, and the random states of torch, the train loader, numpy
+and Python): `--resume` continues the run where it stopped, in a later session too. Checked once: seed 1
+stopped after its epoch 1 and resumed gave val NDCG@10 0.0651, 0.0628, 0.0646, 0.0583, 0.0648, 0.0643,
+0.0649 for epochs 2-8, the figures of the uninterrupted run. A resumed run with other settings (seed,
+epochs, threads, data folder) is refused. Every part ends by testing the best checkpoint so far (stored
+as a lower bound while `converged` is false); the figure that counts is the one of the part that ends
+with RecBole's early stopping.
 
 Each run merges its seed into `--out`: per seed the test `ndcg_at_10`, `hr_at_10`, `mrr_at_10`, the val
 figures of the chosen epoch, epochs run, best epoch, wall time, whether early stopping ended the run
@@ -46,11 +51,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
 import os
 import platform
+import random
 import shlex
 import signal
 import sys
@@ -77,6 +84,7 @@ def _workarounds() -> None:
 
 
 def sha256(path: Path) -> str:
+    """The file's sha256 (hex)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -195,42 +203,98 @@ def _command() -> str:
     )
 
 
-def save_progress(file: Path, progress: dict, trainer, train_data, torch, epoch: int, seconds: float) -> None:
-    """After each epoch: the latest training state (RecBole's own checkpoint format) and, beside it, the
-    curve, the best checkpoint's name, both files' sha256 and the random states, so that `--resume`
-    continues this run where it stopped (a later session included) as if it had not stopped."""
-    latest = Path(trainer.checkpoint_dir) / "latest.pth"
-    best_file = Path(trainer.saved_model_file)
-    trainer._save_checkpoint(epoch, verbose=False, saved_model_file=str(latest))
-    if trainer.cur_step == 0:  # RecBole has just saved a new best checkpoint
-        progress.update(best_file=str(best_file), best_sha256=sha256(best_file))
-        progress["best_valid_result"] = {k: float(v) for k, v in trainer.best_valid_result.items()}
-    progress.update(
-        latest_file=str(latest),
-        latest_sha256=sha256(latest),
-        fit_seconds_at_latest=seconds,
-        rng_torch=torch.get_rng_state().tolist(),
-        rng_loader=train_data.generator.get_state().tolist(),
-    )
-    partial = file.with_suffix(".partial")
-    partial.write_text(json.dumps(progress) + "\n")
-    partial.replace(file)
+def random_states(torch, train_data) -> dict:
+    """Every random state a RecBole epoch draws from: torch's (dropout), the train loader's generator
+    (shuffling), numpy's and Python's, as JSON lists."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, state, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state().tolist(),
+        "loader": train_data.generator.get_state().tolist(),
+        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+        "python": [version, list(state), gauss],
+    }
 
 
-def resume(file: Path, trainer, train_data, torch) -> dict | None:
-    """Continue from `file` (written by save_progress for this seed), or None when there is nothing to resume."""
-    if not file.is_file():
-        return None
-    progress = json.loads(file.read_text())
-    with own_checkpoint_load(Path(progress["latest_file"]), progress["latest_sha256"]):
-        trainer.resume_checkpoint(progress["latest_file"])
-    trainer.saved_model_file = progress["best_file"]
-    trainer.best_valid_result = progress["best_valid_result"]
-    torch.set_rng_state(torch.tensor(progress["rng_torch"], dtype=torch.uint8))
-    train_data.generator.set_state(torch.tensor(progress["rng_loader"], dtype=torch.uint8))
-    progress["fit_seconds"] = progress["fit_seconds_at_latest"]
-    print(f"resumed {file} at epoch {trainer.start_epoch}", flush=True)
-    return progress
+def set_random_states(torch, train_data, states: dict) -> None:
+    """Restore what `random_states` stored (numpy's and Python's are absent from files written before they
+    were kept: SASRec's training with the CE loss does not draw from them, so they are left as seeded)."""
+    torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
+    train_data.generator.set_state(torch.tensor(states["loader"], dtype=torch.uint8))
+    if "numpy" in states:
+        kind, keys, position, has_gauss, cached = states["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    if "python" in states:
+        version, state, gauss = states["python"]
+        random.setstate((version, tuple(state), gauss))
+
+
+@dataclasses.dataclass
+class Progress:
+    """A seed's run kept across stops: `<work>/progress_seed_S.json` beside RecBole's checkpoints in
+    `<work>/saved_seed_S/` (`latest.pth` after every epoch, RecBole's own best file). The settings that
+    shape the run are stored and a resumed run must match them."""
+
+    file: Path
+    checkpoint_dir: Path
+    settings: dict
+    state: dict = dataclasses.field(default_factory=dict)
+
+    def fresh(self) -> None:
+        self.state = {"settings": self.settings, "history": [], "fit_seconds": 0.0, "parts": 0}
+
+    def save(self, trainer, train_data, torch, epoch: int, seconds: float) -> None:
+        """After each epoch: the latest training state (written to a side file, then renamed) and, beside
+        it, the curve, the best checkpoint's name, both files' sha256 and the random states."""
+        latest, partial = self.checkpoint_dir / "latest.pth", self.checkpoint_dir / "latest.pth.partial"
+        trainer._save_checkpoint(epoch, verbose=False, saved_model_file=str(partial))
+        partial.replace(latest)
+        if trainer.cur_step == 0:  # RecBole has just saved a new best checkpoint
+            best = Path(trainer.saved_model_file)
+            self.state.update(best_file=best.name, best_sha256=sha256(best))
+            self.state["best_valid_result"] = {k: float(v) for k, v in trainer.best_valid_result.items()}
+        self.state.update(
+            latest_sha256=sha256(latest),
+            fit_seconds_at_latest=seconds,
+            random_states=random_states(torch, train_data),
+        )
+        self.write()
+
+    def write(self) -> None:
+        partial = self.file.with_suffix(".partial")
+        partial.write_text(json.dumps(self.state) + "\n")
+        partial.replace(self.file)
+
+    def best_file(self) -> Path:
+        return self.checkpoint_dir / Path(self.state["best_file"]).name
+
+    def resume(self, trainer, train_data, torch) -> bool:
+        """Continue from the stored state; False when there is none. A stored file that is unreadable,
+        made with other settings, or whose checkpoints are not the ones recorded ends the run in one line."""
+        if not self.file.is_file():
+            return False
+        try:
+            self.state = json.loads(self.file.read_text())
+            if self.state["settings"] != self.settings:
+                raise SystemExit(
+                    f"{self.file}: made with {self.state['settings']}, not {self.settings}; "
+                    "run without --resume (or with a new --work) to start again"
+                )
+            latest, best = self.checkpoint_dir / "latest.pth", self.best_file()
+            if not best.is_file() or sha256(best) != self.state["best_sha256"]:
+                raise SystemExit(f"{best}: not the best checkpoint recorded in {self.file}; not resuming")
+            with own_checkpoint_load(latest, self.state["latest_sha256"]):
+                trainer.resume_checkpoint(str(latest))
+            trainer.best_valid_result = self.state["best_valid_result"]
+            set_random_states(torch, train_data, self.state["random_states"])
+            self.state["fit_seconds"] = self.state["fit_seconds_at_latest"]
+        except (KeyError, ValueError, TypeError) as error:
+            raise SystemExit(
+                f"{self.file}: not a progress file of this script ({error!r}); not resuming"
+            ) from None
+        trainer.saved_model_file = str(self.best_file())
+        print(f"resumed {self.file} at epoch {trainer.start_epoch}", flush=True)
+        return True
 
 
 class Stop(Exception):
@@ -289,11 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = SASRec(config, train_data._dataset).to(config["device"])
     trainer = Trainer(config, model)
-    progress_file = work / f"progress_seed_{args.seed}.json"
-    progress = resume(progress_file, trainer, train_data, torch) if args.resume else None
-    progress = progress or {"seed": args.seed, "history": [], "fit_seconds": 0.0, "parts": 0}
-    progress["parts"] += 1
-    history: list[dict] = progress["history"]
+    settings = {"seed": args.seed, "epochs": args.epochs, "threads": args.threads, "data": str(args.data_dir)}
+    progress = Progress(work / f"progress_seed_{args.seed}.json", Path(trainer.checkpoint_dir), settings)
+    if not (args.resume and progress.resume(trainer, train_data, torch)):
+        progress.fresh()
+    state = progress.state
+    history: list[dict] = state["history"]
     stop = {"why": None}
 
     def on_signal(number, _frame):
@@ -303,47 +368,45 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def after_epoch(epoch: int, score: float) -> None:
-        seconds = progress["fit_seconds"] + time.time() - fit_started
+        seconds = state["fit_seconds"] + time.time() - fit_started
+        best = trainer.cur_step == 0
         history.append(
-            {
-                "epoch": epoch,
-                "val_ndcg_at_10": float(score),
-                "best": trainer.cur_step == 0,
-                "seconds": round(seconds, 1),
-            }
+            {"epoch": epoch, "val_ndcg_at_10": float(score), "best": best, "seconds": round(seconds, 1)}
         )
         print(f"epoch {epoch}: val ndcg@10 {score:.4f} ({seconds:.0f} s)", flush=True)
-        save_progress(progress_file, progress, trainer, train_data, torch, epoch, seconds)
+        progress.save(trainer, train_data, torch, epoch, seconds)
         if args.max_minutes is not None and time.time() - fit_started > 60 * args.max_minutes:
             stop["why"] = f"--max-minutes {args.max_minutes}"
         if stop["why"]:
             raise Stop(stop["why"])
 
     fit_started = time.time()
-    if trainer.start_epoch < args.epochs and not progress.get("stopped_early"):
+    if trainer.start_epoch < args.epochs and not state.get("stopped_early"):
+        state["parts"] += 1
+        state["wall_seconds_before"] = state.get("wall_seconds_total", 0.0)
         with contextlib.suppress(Stop):
             trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=after_epoch)
         # RecBole stops once cur_step (evaluations without a better val score) exceeds stopping_step
-        progress["stopped_early"] = trainer.cur_step > config["stopping_step"]
-    fit_seconds = progress["fit_seconds"] + time.time() - fit_started
-    progress["fit_seconds"] = fit_seconds
-    trainer.saved_model_file = progress["best_file"]
-    with own_checkpoint_load(Path(progress["best_file"]), progress["best_sha256"]):
+        state["stopped_early"] = trainer.cur_step > config["stopping_step"]
+        state["fit_seconds"] += time.time() - fit_started
+    fit_seconds = state["fit_seconds"]
+    with own_checkpoint_load(progress.best_file(), state.get("best_sha256")):
         test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    progress_file.write_text(json.dumps(progress) + "\n")
+    state["wall_seconds_total"] = state.get("wall_seconds_before", 0.0) + time.time() - started
+    progress.write()
     best = [entry["epoch"] for entry in history if entry["best"]]
     ran_out = not stop["why"] and len(history) >= args.epochs
     result = {
         **{name: float(test[key]) for key, name in METRICS.items()},
-        **{f"val_{name}": float(progress["best_valid_result"][key]) for key, name in METRICS.items()},
+        **{f"val_{name}": float(state["best_valid_result"][key]) for key, name in METRICS.items()},
         "epochs_run": len(history),
         "best_epoch": best[-1] if best else None,
-        "converged": bool(progress.get("stopped_early")),
-        "parts": progress["parts"],
+        "converged": bool(state.get("stopped_early")),
+        "parts": state["parts"],
         "stopped_by": stop["why"]
         or ("--epochs reached" if ran_out else "early stopping (10 epochs without a better val NDCG@10)"),
         "fit_seconds": round(fit_seconds, 1),
-        "wall_seconds": round(time.time() - started, 1),
+        "wall_seconds": round(state["wall_seconds_total"], 1),
         "torch_threads": args.threads,
         "load_average_at_end": [round(v, 1) for v in os.getloadavg()],
         "command": _command(),
