@@ -383,7 +383,6 @@ def main(argv: list[str] | None = None) -> int:
     fit_started = time.time()
     if trainer.start_epoch < args.epochs and not state.get("stopped_early"):
         state["parts"] += 1
-        state["wall_seconds_before"] = state.get("wall_seconds_total", 0.0)
         with contextlib.suppress(Stop):
             trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=after_epoch)
         # RecBole stops once cur_step (evaluations without a better val score) exceeds stopping_step
@@ -392,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     fit_seconds = state["fit_seconds"]
     with own_checkpoint_load(progress.best_file(), state.get("best_sha256")):
         test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    state["wall_seconds_total"] = state.get("wall_seconds_before", 0.0) + time.time() - started
+    state["wall_seconds_total"] = state.get("wall_seconds_total", 0.0) + time.time() - started
     progress.write()
     best = [entry["epoch"] for entry in history if entry["best"]]
     ran_out = not stop["why"] and len(history) >= args.epochs
