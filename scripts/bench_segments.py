@@ -24,15 +24,12 @@ customers' segments (of each run's selected checkpoint) and k-means' val eta² a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
-import logging
 import os
 import statistics
-import sys
-import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,6 +37,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 import pandas as pd  # noqa: E402
 
+from _bench import parse_args, train_run  # noqa: E402
 from _summary import mean_std_cell, metrics_over_seeds  # noqa: E402
 from adlab.families.segments.baselines import KMeansBaseline, feature_matrix  # noqa: E402
 from adlab.families.segments.metrics import adjusted_rand, eta_squared  # noqa: E402
@@ -47,7 +45,6 @@ from adlab.families.segments.nets import batch_inputs  # noqa: E402
 from adlab.harness.build import build_datamodule  # noqa: E402
 from adlab.harness.checkpoints import load_module  # noqa: E402
 from adlab.harness.configs import compose  # noqa: E402
-from adlab.train import train  # noqa: E402
 
 METRICS = ("eta2_spend", "buy_rate_spread", "min_share", "silhouette", "ari_bootstrap")
 METHODS = {"deep": "", "kmeans": "baseline/kmeans/", "gmm": "baseline/gmm/", "rfm": "baseline/rfm/"}
@@ -74,9 +71,7 @@ def overrides(
 
 def run_seed(seed: int, data_dir: Path, log_dir: Path, extra: list[str]) -> tuple[dict, pd.Series]:
     """One segments_cdnow run: method -> test metric (and val eta²) -> value, and the test customers' segments."""
-    cfg = compose("train", overrides(seed, data_dir, log_dir, extra), log_dir / f"seed_{seed}")
-    with contextlib.redirect_stdout(sys.stderr):
-        metrics = train(cfg)
+    cfg, metrics = train_run(overrides(seed, data_dir, log_dir, extra), log_dir / f"seed_{seed}")
     results = {}
     for method, prefix in METHODS.items():
         values = {name: metrics.get(f"{prefix}test/{name}") for name in METRICS}
@@ -93,9 +88,7 @@ def run_seed_val(seed: int, data_dir: Path, log_dir: Path, extra: list[str]) -> 
     """One segments_cdnow run that stops after validation: the model's val metrics and the val customers'
     segments of the selected checkpoint (the test split is never read)."""
     no_test = overrides(seed, data_dir, log_dir, ["test=false", *extra], baselines=False)
-    cfg = compose("train", no_test, log_dir / f"seed_{seed}")
-    with contextlib.redirect_stdout(sys.stderr):
-        metrics = train(cfg)
+    cfg, metrics = train_run(no_test, log_dir / f"seed_{seed}")
     module = load_module(Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt")
     datamodule = build_datamodule(cfg)
     segments = module.assign(module.encode_all(*batch_inputs(datamodule.tensors["val"])))[0].numpy()
@@ -103,11 +96,22 @@ def run_seed_val(seed: int, data_dir: Path, log_dir: Path, extra: list[str]) -> 
     return results, pd.Series(segments, index=datamodule.row_ids("val")[1])
 
 
-def mean_ari(segmentations: list) -> float | None:
-    pairs = list(itertools.combinations(range(len(segmentations)), 2))
-    if not pairs:
-        return None
-    return statistics.fmean(adjusted_rand(segmentations[a], segmentations[b]) for a, b in pairs)
+def pair_aris(segmentations: Sequence[pd.Series], seeds: Sequence[int]) -> dict[str, float]:
+    """The adjusted Rand index of each pair of seeds' segments (`segmentations[i]` of `seeds[i]`, indexed
+    by customer), keyed "a-b", each pair once, over the customers that every segmentation holds."""
+    common = segmentations[0].index
+    for segments in segmentations[1:]:
+        common = common.intersection(segments.index)
+    labels = [segments.loc[common].to_numpy() for segments in segmentations]
+    return {
+        f"{seeds[a]}-{seeds[b]}": adjusted_rand(labels[a], labels[b])
+        for a, b in itertools.combinations(range(len(labels)), 2)
+    }
+
+
+def mean_ari(pairs: dict[str, float]) -> float | None:
+    """The ARI across seeds: the mean of the pair ARIs (None with fewer than two seeds)."""
+    return statistics.fmean(pairs.values()) if pairs else None
 
 
 def kmeans_ari(
@@ -124,23 +128,21 @@ def kmeans_ari(
     for seed in seeds:
         model = KMeansBaseline(int(cfg.model.k), seed=seed)
         model.fit(train_x)
-        labels.append(model.predict(points))
-    return mean_ari(labels), statistics.fmean(eta_squared(spend, segments) for segments in labels)
+        labels.append(pd.Series(model.predict(points)))
+    eta2 = statistics.fmean(eta_squared(spend, segments.to_numpy()) for segments in labels)
+    return mean_ari(pair_aris(labels, seeds)), eta2
 
 
-def main_val(args: argparse.Namespace, data_dir: Path, log_dir: Path) -> None:
+def main_val(args: argparse.Namespace) -> None:
     """`--split val`: the model's val eta², min share and ARI across seeds beside k-means' (no test read)."""
     started = time.perf_counter()
     runs, segmentations = [], []
     for seed in args.seeds:
-        results, segments = run_seed_val(seed, data_dir, log_dir, args.overrides)
+        results, segments = run_seed_val(seed, args.data_dir, args.log_dir, args.overrides)
         runs.append(results["deep"])
         segmentations.append(segments)
-    kmeans_seeds_ari, kmeans_eta2 = kmeans_ari(args.seeds, data_dir, log_dir, args.overrides, "val")
-    pairs = {
-        f"{args.seeds[a]}-{args.seeds[b]}": adjusted_rand(segmentations[a], segmentations[b])
-        for a, b in itertools.combinations(range(len(args.seeds)), 2)
-    }
+    kmeans_seeds_ari, kmeans_eta2 = kmeans_ari(args.seeds, args.data_dir, args.log_dir, args.overrides, "val")
+    pairs = pair_aris(segmentations, args.seeds)
     deep_eta2 = statistics.fmean(run["eta2_spend"] for run in runs)
     summary = {
         "seeds": args.seeds,
@@ -150,7 +152,7 @@ def main_val(args: argparse.Namespace, data_dir: Path, log_dir: Path) -> None:
             "eta2_spend": deep_eta2,
             "eta2_per_seed": [run["eta2_spend"] for run in runs],
             "min_share": min(run["min_share"] for run in runs),
-            "ari_seeds": statistics.fmean(pairs.values()) if pairs else None,
+            "ari_seeds": mean_ari(pairs),
             "ari_pairs": pairs,
         },
         "kmeans": {"eta2_spend": kmeans_eta2, "ari_seeds": kmeans_seeds_ari},
@@ -160,38 +162,21 @@ def main_val(args: argparse.Namespace, data_dir: Path, log_dir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ADLAB_DATA_DIR", "data")))
-    parser.add_argument(
-        "--log-dir", type=Path, default=None, help="run directories (default: a temporary one)"
+    args = parse_args(
+        __doc__, "bench_segments", "val: stop after validation, read no test", "model.cluster_weight=0.05"
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument(
-        "--split", choices=["test", "val"], default="test", help="val: stop after validation, read no test"
-    )
-    parser.add_argument(
-        "overrides", nargs="*", help="extra adlab-train overrides, e.g. model.cluster_weight=0.05"
-    )
-    args = parser.parse_args()
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    log_dir = (args.log_dir or Path(tempfile.mkdtemp(prefix="bench_segments-"))).resolve()
-    data_dir = args.data_dir.resolve()
     if args.split == "val":
-        main_val(args, data_dir, log_dir)
+        main_val(args)
         return
     started = time.perf_counter()
     runs, segmentations = [], []
     for seed in args.seeds:
-        results, segments = run_seed(seed, data_dir, log_dir, args.overrides)
+        results, segments = run_seed(seed, args.data_dir, args.log_dir, args.overrides)
         runs.append(results)
         segmentations.append(segments)
-    common = segmentations[0].index
-    for segments in segmentations[1:]:
-        common = common.intersection(segments.index)
     ari = {
-        "deep": mean_ari([s.loc[common].to_numpy() for s in segmentations]),
-        "kmeans": kmeans_ari(args.seeds, data_dir, log_dir, args.overrides)[0],
+        "deep": mean_ari(pair_aris(segmentations, args.seeds)),
+        "kmeans": kmeans_ari(args.seeds, args.data_dir, args.log_dir, args.overrides)[0],
         "rfm": 1.0 if len(args.seeds) > 1 else None,  # fixed tercile edges on a fixed split
     }
     wall = time.perf_counter() - started

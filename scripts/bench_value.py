@@ -19,22 +19,16 @@ without it that row is missing. Needs `adlab-data fetch cdnow` (or `--data-dir`)
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
-import logging
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+from _bench import parse_args, train_run  # noqa: E402
 from _summary import mean_std_cell, metrics_over_seeds  # noqa: E402
-from adlab.harness.configs import compose  # noqa: E402
-from adlab.train import train  # noqa: E402
 
 METRICS = ("normalized_gini", "spearman", "top10_capture", "decile_mape", "total_spend_error", "auroc")
 METHODS = {
@@ -59,9 +53,7 @@ def run_seed(
         "callbacks.progress_bar=null",
         *extra,
     ]
-    # the harness's progress and tables go to stderr, so that stdout holds only this script's table or JSON
-    with contextlib.redirect_stdout(sys.stderr):
-        metrics = train(compose("train", overrides, log_dir / f"seed_{seed}"))
+    _, metrics = train_run(overrides, log_dir / f"seed_{seed}")
     results = {}
     for method, prefix in METHODS.items():
         values = {name: metrics.get(f"{prefix}{split}/{name}") for name in METRICS}
@@ -117,25 +109,11 @@ def print_table(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ADLAB_DATA_DIR", "data")))
-    parser.add_argument(
-        "--log-dir", type=Path, default=None, help="run directories (default: a temporary one)"
+    args = parse_args(
+        __doc__, "bench_value", "val: test=false, val figures only", "model.sequence_encoder=gru"
     )
-    parser.add_argument(
-        "--split", choices=("test", "val"), default="test", help="val: test=false, val figures only"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument(
-        "overrides", nargs="*", help="extra adlab-train overrides, e.g. model.sequence_encoder=gru"
-    )
-    args = parser.parse_args()
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    log_dir = (args.log_dir or Path(tempfile.mkdtemp(prefix="bench_value-"))).resolve()
     started = time.perf_counter()
-    data_dir = args.data_dir.resolve()
-    runs = [run_seed(seed, data_dir, log_dir, args.overrides, args.split) for seed in args.seeds]
+    runs = [run_seed(seed, args.data_dir, args.log_dir, args.overrides, args.split) for seed in args.seeds]
     wall = time.perf_counter() - started
     summary = summarise(runs)
     checks = goal(summary)

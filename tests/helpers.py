@@ -1,12 +1,16 @@
-"""Helpers shared by the tests: compose configs as the CLI does, run an entry point as a user would."""
+"""Helpers shared by the tests: compose configs as the CLI does, run an entry point as a user would, load
+a script of `scripts/` as a module."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
+import pytest
 from omegaconf import DictConfig
 
 from adlab.harness.configs import compose
@@ -42,3 +46,17 @@ def run_module(module: str, *args: str, timeout: int = 600):
     return subprocess.run(
         [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=timeout
     )
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """`scripts/<name>.py` loaded as module `name`, its helpers beside it (`_summary`, ...) importable."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(SCRIPTS))
+        patch.setitem(sys.modules, name, module)  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+    return module

@@ -10,7 +10,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from adlab.train import train
+from tests.helpers import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -42,12 +42,6 @@ pytestmark = [
     ),
     pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def ui_command(outputs: Path, port: int) -> list[str]:
@@ -105,7 +99,7 @@ def test_the_mlflow_ui_shows_a_run_and_its_test_metric(train_config, tmp_path):
     pytest.importorskip("mlflow", reason="mlflow comes with adlab's `ui` extra (pip install -e '.[ui]')")
     metrics = train(train_config(["experiment=propensity_coil", "fit=plain", "logger=mlflow"]))
     assert (tmp_path / "mlflow.db").is_file()  # the store sits in the outputs root (paths.log_dir)
-    port = free_port()
+    port = load_script("_serve").free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "ui.log", "w")  # noqa: SIM115 (closed in finally)
     server = subprocess.Popen(
