@@ -233,7 +233,7 @@ def main() -> None:
             )
         return
     log_dir = (args.log_dir or Path(tempfile.mkdtemp(prefix="bench_recommend-"))).resolve()
-    recbole = json.loads(args.recbole.read_text()) if args.recbole else None
+    recbole = json.loads(args.recbole.read_text()) if args.recbole else None  # a bad file fails before training
     started = time.perf_counter()
     runs = []
     for seed in args.seeds:
@@ -242,6 +242,8 @@ def main() -> None:
             result.update(run(preset, seed, args.data_dir.resolve(), log_dir, args.overrides, number == 0))
         runs.append(result)
     wall = time.perf_counter() - started
+    if args.recbole:  # read again: a RecBole run still going when this one started may have stored more
+        recbole = json.loads(args.recbole.read_text())
     summary = summarise(runs)
     checks = goal(summary, recbole)
     if recbole:
