@@ -209,6 +209,9 @@ def test_segment_names_come_from_the_top_features():
     )
     profile = segment_profile(inputs, inputs, np.array([0, 0, 1, 1]), 2, names)
     assert name_segments(profile, 2)[0] == "very recently active frequent"
+    # the broader word ranked first ("recently active", 90 days) gives way to the more specific one
+    features = [("orders_last_90_days", 3.2, 11.5), ("orders_last_30_days", 3.1, 14.6), ("orders", 2.9, 4.7)]
+    assert name_segments([{"features": features}], 1) == ["very recently active frequent"]
 
 
 def test_several_encoders_form_the_segments_in_their_embeddings_side_by_side():

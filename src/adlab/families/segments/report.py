@@ -109,9 +109,15 @@ def _word(name: str, difference: float) -> str:
     return high if difference > 0 else low
 
 
+def _inside(word: str, other: str) -> bool:
+    """Whether `word`'s words run, in order, inside `other`'s ("recently active" in "very recently active")."""
+    inner, outer = word.split(), other.split()
+    return any(outer[i : i + len(inner)] == inner for i in range(len(outer) - len(inner) + 1))
+
+
 def name_segments(profile: list[dict[str, Any]], k: int) -> list[str]:
     """A short name per segment from its top distinguishing features ("recent frequent big spenders");
-    a word already inside a chosen one ("recently active" after "very recently active") and the gap
+    a word inside a chosen one ("recently active" beside "very recently active", either order) and the gap
     features of a segment whose gaps are all 0 (lift 0: no repeat purchase) are skipped; repeated names
     get " (2)", " (3)" ..."""
     names, seen = [], {}
@@ -121,8 +127,11 @@ def name_segments(profile: list[dict[str, Any]], k: int) -> list[str]:
             word = _word(name, difference)
             if name in GAPS and abs(lift) < 0.05:
                 continue
-            if abs(difference) >= 0.25 and not any(word in w for _, w in chosen):
-                chosen.append((ORDER.index(name) if name in ORDER else len(ORDER), word))
+            if abs(difference) < 0.25 or any(_inside(word, w) for _, w in chosen):
+                continue
+            # the more specific word replaces one inside it ("very recently active" for "recently active")
+            chosen = [(order, w) for order, w in chosen if not _inside(w, word)]
+            chosen.append((ORDER.index(name) if name in ORDER else len(ORDER), word))
             if len(chosen) == TOP_FEATURES:
                 break
         name = " ".join(word for _, word in sorted(chosen, key=lambda c: c[0])) or "average customers"
