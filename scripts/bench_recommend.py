@@ -112,6 +112,22 @@ def goal(summary: dict, recbole: dict | None) -> dict[str, object]:
     return checks
 
 
+def read_recbole(path: Path) -> dict:
+    """The stored RecBole figures of `path` (scripts/recbole_sasrec.py's JSON); a file that is not one
+    ends the script with one line naming it (exit status 2)."""
+    try:
+        recbole = json.loads(path.read_text())
+        stored_summary(recbole)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        print(
+            f"--recbole {path}: expected scripts/recbole_sasrec.py's JSON (ndcg_at_10, hr_at_10 and "
+            f"runs[seed].fit_seconds per seed): {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    return recbole
+
+
 def stored_summary(recbole: dict) -> dict[str, dict[str, float]]:
     """The stored RecBole figures (per seed) as a summary row: test ndcg_at_10 and hr_at_10 (its MRR is
     MRR@10, not comparable with `mrr`) and the fitting seconds, mean ± std over the stored seeds."""
@@ -233,7 +249,7 @@ def main() -> None:
             )
         return
     log_dir = (args.log_dir or Path(tempfile.mkdtemp(prefix="bench_recommend-"))).resolve()
-    recbole = json.loads(args.recbole.read_text()) if args.recbole else None  # a bad file fails before training
+    recbole = read_recbole(args.recbole) if args.recbole else None  # a bad file fails before training
     started = time.perf_counter()
     runs = []
     for seed in args.seeds:
@@ -243,7 +259,7 @@ def main() -> None:
         runs.append(result)
     wall = time.perf_counter() - started
     if args.recbole:  # read again: a RecBole run still going when this one started may have stored more
-        recbole = json.loads(args.recbole.read_text())
+        recbole = read_recbole(args.recbole)
     summary = summarise(runs)
     checks = goal(summary, recbole)
     if recbole:

@@ -3,27 +3,17 @@ cross-fitted run's val figures read from its out-of-fold scores of the peers' va
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "bench_peers.py"
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(SCRIPT.parent))  # its helpers (_summary) sit beside it
-        patch.setitem(sys.modules, "bench_peers", module)  # dataclasses look their module up
-        spec.loader.exec_module(module)
-    return module
+    return load_script("bench_peers")
 
 
 # customers 0..7: rows listed out of order, as a stratified split lists them

@@ -261,3 +261,10 @@ def test_a_pool_over_max_pool_rows_is_fitted_plainly(train_config, tmp_path):
 def test_too_many_folds_for_the_rows_is_an_error():
     with pytest.raises(AdlabError, match=r"fit\.folds=4: 4 train and val rows leave a fold empty"):
         fold_assignment(np.array([0, 0, 1, 1]), 4, seed=1)
+
+
+@pytest.mark.parametrize("experiment", ["propensity_csv", "propensity_telco", "propensity_mlc"])
+def test_the_bring_your_own_table_presets_cross_fit_tables_up_to_10000_rows(experiment, tmp_path):
+    cfg = compose_config("train", [f"experiment={experiment}"], tmp_path)
+    fit = instantiate(cfg.fit)
+    assert isinstance(fit, CrossFit) and fit.folds == 5 and fit.max_pool_rows == 10_000

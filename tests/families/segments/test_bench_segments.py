@@ -146,7 +146,7 @@ def test_pair_aris_match_segments_by_customer_and_take_each_pair_once(bench):
 
 def test_split_val_reads_only_val_figures_and_segments(bench, runs, monkeypatch, capsys, tmp_path):
     output = main_json(bench, monkeypatch, capsys, tmp_path, "--split", "val", "model.cluster_weight=0.5")
-    trained = runs[:3]  # then the config k-means' features are built from
+    trained = runs[:3]
     assert [(cfg.seed, cfg.model.seed, cfg.test) for cfg in trained] == [(1, s, False) for s in SEEDS]
     assert all(not cfg.baselines and cfg.model.cluster_weight == 0.5 for cfg in trained)
     assert set(output) == {"seeds", "split", "wall_seconds", "deep", "kmeans", "eta2_vs_kmeans"}

@@ -212,6 +212,15 @@ def test_segment_names_come_from_the_top_features():
     # the broader word ranked first ("recently active", 90 days) gives way to the more specific one
     features = [("orders_last_90_days", 3.2, 11.5), ("orders_last_30_days", 3.1, 14.6), ("orders", 2.9, 4.7)]
     assert name_segments([{"features": features}], 1) == ["very recently active frequent"]
+    # "recent" says less than "very recently active"; of "recently active" and its negation the stronger stays
+    features = [
+        ("orders_last_30_days", 3.0, 11.0),
+        ("days_since_last", -2.9, 0.1),
+        ("std_gap_days", 2.0, 7.2),
+    ]
+    assert name_segments([{"features": features}], 1) == ["very recently active irregular"]
+    features = [("orders_last_90_days", 1.0, 2.0), ("orders_last_30_days", -0.5, 0.5), ("orders", 0.9, 2.0)]
+    assert name_segments([{"features": features}], 1) == ["recently active frequent"]
 
 
 def test_several_encoders_form_the_segments_in_their_embeddings_side_by_side():

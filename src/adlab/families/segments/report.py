@@ -110,14 +110,22 @@ def _word(name: str, difference: float) -> str:
 
 
 def _inside(word: str, other: str) -> bool:
-    """Whether `word`'s words run, in order, inside `other`'s ("recently active" in "very recently active")."""
+    """Whether `word` says part of what `other` says: its words begin, in order, the words of a run of
+    `other`'s ("recent" and "recently active" in "very recently active"); a negation ("not recently
+    active") never holds the word it negates."""
     inner, outer = word.split(), other.split()
-    return any(outer[i : i + len(inner)] == inner for i in range(len(outer) - len(inner) + 1))
+    if ("not" in inner) != ("not" in outer):
+        return False
+    return any(
+        all(o.startswith(i) for i, o in zip(inner, outer[start : start + len(inner)], strict=True))
+        for start in range(len(outer) - len(inner) + 1)
+    )
 
 
 def name_segments(profile: list[dict[str, Any]], k: int) -> list[str]:
     """A short name per segment from its top distinguishing features ("recent frequent big spenders");
-    a word inside a chosen one ("recently active" beside "very recently active", either order) and the gap
+    a word inside a chosen one ("recent" or "recently active" beside "very recently active", either order) or
+    negating it (the stronger of "recently active" and "not recently active" is kept) and the gap
     features of a segment whose gaps are all 0 (lift 0: no repeat purchase) are skipped; repeated names
     get " (2)", " (3)" ..."""
     names, seen = [], {}
@@ -127,7 +135,8 @@ def name_segments(profile: list[dict[str, Any]], k: int) -> list[str]:
             word = _word(name, difference)
             if name in GAPS and abs(lift) < 0.05:
                 continue
-            if abs(difference) < 0.25 or any(_inside(word, w) for _, w in chosen):
+            said = any(_inside(word, w) or f"not {word}" == w or f"not {w}" == word for _, w in chosen)
+            if abs(difference) < 0.25 or said:
                 continue
             # the more specific word replaces one inside it ("very recently active" for "recently active")
             chosen = [(order, w) for order, w in chosen if not _inside(w, word)]
