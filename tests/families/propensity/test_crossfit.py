@@ -23,6 +23,7 @@ from adlab.export import export_checkpoint
 from adlab.families.propensity.crossfit import CrossFit
 from adlab.harness.build import build_datamodule
 from adlab.harness.checkpoints import load_module
+from adlab.harness.fit import PlainFit
 from adlab.metrics.binary import PropensityMetrics
 from adlab.train import train
 from tests.helpers import TINY, compose_config
@@ -268,3 +269,6 @@ def test_the_bring_your_own_table_presets_cross_fit_tables_up_to_10000_rows(expe
     cfg = compose_config("train", [f"experiment={experiment}"], tmp_path)
     fit = instantiate(cfg.fit)
     assert isinstance(fit, CrossFit) and fit.folds == 5 and fit.max_pool_rows == 10_000
+    # fit=plain (to resume, or for several devices) replaces the whole choice
+    plain = compose_config("train", [f"experiment={experiment}", "fit=plain"], tmp_path)
+    assert isinstance(instantiate(plain.fit), PlainFit)
