@@ -33,7 +33,6 @@ on the val rows; a cross-fitted ensemble is then scored like a plain fit, on row
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -54,12 +53,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
+from _bench import train_run  # noqa: E402
 from _summary import mean_std_cell, metrics_over_seeds  # noqa: E402
 from adlab.data.sources.tabular import read_table  # noqa: E402
 from adlab.harness.checkpoints import load_checkpoint  # noqa: E402
 from adlab.harness.configs import compose  # noqa: E402
 from adlab.metrics.binary import score_probabilities  # noqa: E402
-from adlab.train import train  # noqa: E402
 
 METRICS = ("auroc", "average_precision", "top20_capture", "fit_seconds")
 ADLAB = "propensity_csv"
@@ -285,8 +284,7 @@ def run_adlab(
         f"test={str(stage == 'test').lower()}",
         *extra,
     ]
-    with contextlib.redirect_stdout(sys.stderr):
-        metrics = train(compose("train", overrides, output_dir))
+    _, metrics = train_run(overrides, output_dir)
     pool = pooled_rows(split, np.load(output_dir / "splits.npz"), output_dir)
     if stage == "val" and pool is not None:
         figures = out_of_fold_figures(split, pool, output_dir / "checkpoints" / "best.ckpt")

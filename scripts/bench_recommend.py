@@ -36,8 +36,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from adlab.harness.configs import compose  # noqa: E402
-from adlab.train import train  # noqa: E402
+from _bench import train_run  # noqa: E402
 
 METRICS = ("ndcg_at_10", "hr_at_10", "mrr", "coverage_at_10", "mean_popularity_at_10")
 BASELINES = ("popularity", "item_knn", "als")
@@ -57,9 +56,7 @@ def run(preset: str, seed: int, data_dir: Path, log_dir: Path, extra: list[str],
         *extra,
     ]
     started = time.perf_counter()
-    # the harness's progress and tables go to stderr, so that stdout holds only this script's table or JSON
-    with contextlib.redirect_stdout(sys.stderr):
-        metrics = train(compose("train", overrides, log_dir / f"{preset}_seed_{seed}"))
+    _, metrics = train_run(overrides, log_dir / f"{preset}_seed_{seed}")
     results = {
         preset: {
             **{name: float(metrics[f"test/{name}"]) for name in METRICS},
