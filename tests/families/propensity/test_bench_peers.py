@@ -3,6 +3,8 @@ cross-fitted run's val figures read from its out-of-fold scores of the peers' va
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,3 +68,59 @@ def test_holdout_table_tests_on_the_val_rows_of_a_table_cut_to_train_and_val(ben
     cut = pd.read_parquet(table.path)
     assert cut["customer_id"].tolist() == POOL.tolist() and cut["x"].tolist() == (POOL * 1.5).tolist()
     assert cut["split"].tolist() == ["train", "test", "train", "test", "train", "test", "train"]
+
+
+def _output(split="test", seeds=(1, 2)):
+    figures = {"auroc": 0.8, "average_precision": 0.5, "top20_capture": 0.6, "fit_seconds": 40.0}
+    runs = [
+        {
+            "dataset": "mlc_churn",
+            "seed": seed,
+            "model": model,
+            "figures": {**figures, "auroc": 0.5 + seed / 8},
+        }
+        for seed in seeds
+        for model in ("propensity_csv", "catboost")
+    ]
+    return {"split": split, "seeds": list(seeds), "runs": runs}
+
+
+def test_adlab_runs_are_read_per_dataset_and_seed(bench, tmp_path):
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(_output()))
+    stored = bench.read_adlab_runs(path, "test", ["mlc_churn"], [2])
+    assert stored == {
+        ("mlc_churn", 1): {
+            "auroc": 0.625,
+            "average_precision": 0.5,
+            "top20_capture": 0.6,
+            "fit_seconds": 40.0,
+        },
+        ("mlc_churn", 2): {
+            "auroc": 0.75,
+            "average_precision": 0.5,
+            "top20_capture": 0.6,
+            "fit_seconds": 40.0,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "split", "seeds", "named"),
+    [
+        ("not json", "test", [1], "JSONDecodeError"),
+        (json.dumps(_output(split="val")), "test", [1], "its split is 'val'"),
+        (json.dumps(_output()), "test", [1, 3], "no propensity_csv run for mlc_churn seed 3"),
+        (json.dumps({"split": "test"}), "test", [1], "KeyError"),
+    ],
+)
+def test_a_bad_adlab_runs_file_ends_in_one_line_naming_it(
+    bench, tmp_path, capsys, content, split, seeds, named
+):
+    path = tmp_path / "earlier.json"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as ended:
+        bench.read_adlab_runs(path, split, ["mlc_churn"], seeds)
+    assert ended.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and named in err
