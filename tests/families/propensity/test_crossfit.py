@@ -265,10 +265,10 @@ def test_too_many_folds_for_the_rows_is_an_error():
 
 
 @pytest.mark.parametrize("experiment", ["propensity_csv", "propensity_telco", "propensity_mlc"])
-def test_the_bring_your_own_table_presets_cross_fit_tables_up_to_10000_rows(experiment, tmp_path):
+def test_the_bring_your_own_table_presets_cross_fit_tables_up_to_20000_rows(experiment, tmp_path):
     cfg = compose_config("train", [f"experiment={experiment}"], tmp_path)
     fit = instantiate(cfg.fit)
-    assert isinstance(fit, CrossFit) and fit.folds == 5 and fit.max_pool_rows == 10_000
+    assert isinstance(fit, CrossFit) and fit.folds == 5 and fit.max_pool_rows == 20_000
     # fit=plain (to resume, or for several devices) replaces the whole choice
     plain = compose_config("train", [f"experiment={experiment}", "fit=plain"], tmp_path)
     assert isinstance(instantiate(plain.fit), PlainFit)
