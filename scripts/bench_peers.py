@@ -1,7 +1,7 @@
 """Benchmark adlab's bring-your-own-table propensity preset beside the peers a researcher would pick instead.
 
     .venv-peers/bin/python scripts/bench_peers.py [--seeds 1 2 3 4 5] [--datasets ...] [--models ...]
-        [--split test|val|holdout] [--peer-cache FILE] [--adlab-runs FILE] [--json] [OVERRIDE ...]
+        [--split test|val|holdout] [--peer-cache FILE] [--adlab-runs FILE ...] [--json] [OVERRIDE ...]
 
 Datasets (`adlab-data fetch NAME` each): CoIL 2000 (official test split, val carved from its training
 customers), CDNOW repeat purchase, Telco churn and MLC churn (adlab's seeded, stratified 60/20/20). For
@@ -22,9 +22,9 @@ average precision, top20_capture (adlab's metric code for everyone) and fit seco
 then each model's mean rank on AUROC across the datasets, and the goal of issue 20 (propensity_csv best
 mean rank, never more than 0.005 AUROC behind the best peer). `--peer-cache FILE` keeps each peer fit's val
 and test figures (one fit gives both), so that comparing adlab settings on val refits no peer; only the
-figures of `--split` are printed. `--adlab-runs FILE` takes propensity_csv's figures from an earlier
-`--json` output (same split, seeds and datasets) instead of training it, so that a peer added to the table
-does not make the preset's test split read twice. Extra arguments are overrides of propensity_csv (val experiments).
+figures of `--split` are printed. `--adlab-runs FILE [FILE ...]` takes propensity_csv's figures from earlier
+`--json` outputs (the same split; a later file's run of a dataset and seed replaces an earlier one's) instead
+of training it, so that a peer added to the table does not make the preset's test split read twice. Extra arguments are overrides of propensity_csv (val experiments).
 A cross-fitted propensity_csv (`fit=crossfit`) trains on the train and val rows; its val figures are the
 out-of-fold scores it stored for the val rows (each from the fold network that held the row out).
 `--split holdout` reads no test row either: each table is cut to its train and val rows, the val rows
@@ -330,31 +330,38 @@ def run_peer(model: str, split: Split, seed: int, stages: tuple[str, ...]) -> di
 
 
 def read_adlab_runs(
-    path: Path, split: str, datasets: list[str], seeds: list[int]
+    paths: list[Path], split: str, datasets: list[str], seeds: list[int]
 ) -> dict[tuple[str, int], dict]:
-    """propensity_csv's figures per (dataset, seed) from an earlier `--json` output of this script, so that
-    adding a peer to a table does not read the preset's test split again; a file that is not such an
-    output, or lacks a requested dataset and seed, ends the script with one line naming it (exit status 2)."""
-    try:
-        stored = json.loads(path.read_text())
-        if stored["split"] != split:
-            raise ValueError(f"its split is {stored['split']!r}, not {split!r}")
-        figures = {
-            (run["dataset"], int(run["seed"])): {name: float(run["figures"][name]) for name in METRICS}
-            for run in stored["runs"]
-            if run["model"] == ADLAB
-        }
-        missing = [f"{d} seed {s}" for d in datasets for s in seeds if (d, s) not in figures]
-        if missing:
-            raise ValueError(f"no {ADLAB} run for {', '.join(missing)}")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        print(
-            f"--adlab-runs {path}: expected this script's --json output with {ADLAB} runs on the {split} split "
-            f"of every dataset and seed asked for: {type(error).__name__}: {error}",
-            file=sys.stderr,
-        )
-        raise SystemExit(2) from None
+    """propensity_csv's figures per (dataset, seed) from earlier `--json` outputs of this script (a later file's
+    run replaces an earlier one's), so that adding a peer to a table does not read the preset's test split
+    again; a file that is not such an output, or files that lack a requested dataset and seed, end the script
+    with one line naming them (exit status 2)."""
+    figures: dict[tuple[str, int], dict] = {}
+    for path in paths:
+        try:
+            stored = json.loads(path.read_text())
+            if stored["split"] != split:
+                raise ValueError(f"its split is {stored['split']!r}, not {split!r}")
+            for run in stored["runs"]:
+                if run["model"] == ADLAB:
+                    figures[run["dataset"], int(run["seed"])] = {
+                        name: float(run["figures"][name]) for name in METRICS
+                    }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            _bad_adlab_runs(str(path), split, f"{type(error).__name__}: {error}")
+    missing = [f"{d} seed {s}" for d in datasets for s in seeds if (d, s) not in figures]
+    if missing:
+        _bad_adlab_runs(" ".join(map(str, paths)), split, f"no {ADLAB} run for {', '.join(missing)}")
     return figures
+
+
+def _bad_adlab_runs(named: str, split: str, why: str) -> None:
+    print(
+        f"--adlab-runs {named}: expected this script's --json output with {ADLAB} runs on the {split} split "
+        f"of every dataset and seed asked for: {why}",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
 
 
 class PeerCache:
@@ -457,8 +464,9 @@ def main() -> None:
     parser.add_argument(
         "--adlab-runs",
         type=Path,
+        nargs="+",
         default=None,
-        help=f"an earlier --json output whose {ADLAB} figures are reused instead of training it again",
+        help=f"earlier --json outputs whose {ADLAB} figures are reused instead of training it (later files win)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     parser.add_argument("overrides", nargs="*", help=f"extra adlab-train overrides of {ADLAB}")

@@ -85,24 +85,20 @@ def _output(split="test", seeds=(1, 2)):
     return {"split": split, "seeds": list(seeds), "runs": runs}
 
 
-def test_adlab_runs_are_read_per_dataset_and_seed(bench, tmp_path):
-    path = tmp_path / "earlier.json"
-    path.write_text(json.dumps(_output()))
-    stored = bench.read_adlab_runs(path, "test", ["mlc_churn"], [2])
-    assert stored == {
-        ("mlc_churn", 1): {
-            "auroc": 0.625,
-            "average_precision": 0.5,
-            "top20_capture": 0.6,
-            "fit_seconds": 40.0,
-        },
-        ("mlc_churn", 2): {
-            "auroc": 0.75,
-            "average_precision": 0.5,
-            "top20_capture": 0.6,
-            "fit_seconds": 40.0,
-        },
+def test_adlab_runs_are_read_per_dataset_and_seed_a_later_file_winning(bench, tmp_path):
+    earlier, later = tmp_path / "earlier.json", tmp_path / "later.json"
+    earlier.write_text(json.dumps(_output()))
+    later.write_text(json.dumps(_output(seeds=(2,))))
+    row = {"average_precision": 0.5, "top20_capture": 0.6, "fit_seconds": 40.0}
+    assert bench.read_adlab_runs([earlier], "test", ["mlc_churn"], [2]) == {
+        ("mlc_churn", 1): {"auroc": 0.625, **row},
+        ("mlc_churn", 2): {"auroc": 0.75, **row},
     }
+    data = json.loads(later.read_text())
+    data["runs"][0]["figures"]["auroc"] = 0.9
+    later.write_text(json.dumps(data))
+    stored = bench.read_adlab_runs([earlier, later], "test", ["mlc_churn"], [1, 2])
+    assert stored[("mlc_churn", 1)]["auroc"] == 0.625 and stored[("mlc_churn", 2)]["auroc"] == 0.9
 
 
 @pytest.mark.parametrize(
@@ -120,7 +116,7 @@ def test_a_bad_adlab_runs_file_ends_in_one_line_naming_it(
     path = tmp_path / "earlier.json"
     path.write_text(content)
     with pytest.raises(SystemExit) as ended:
-        bench.read_adlab_runs(path, split, ["mlc_churn"], seeds)
+        bench.read_adlab_runs([path], split, ["mlc_churn"], seeds)
     assert ended.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(path) in err and named in err
