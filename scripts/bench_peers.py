@@ -24,7 +24,9 @@ mean rank, never more than 0.005 AUROC behind the best peer). `--peer-cache FILE
 and test figures (one fit gives both), so that comparing adlab settings on val refits no peer; only the
 figures of `--split` are printed. `--adlab-runs FILE [FILE ...]` takes propensity_csv's figures from earlier
 `--json` outputs (the same split; a later file's run of a dataset and seed replaces an earlier one's) instead
-of training it, so that a peer added to the table does not make the preset's test split read twice. Extra arguments are overrides of propensity_csv (val experiments).
+of training it, so that a peer added to the table does not make the preset's test split read twice (the
+output names those files and their overrides; overrides of this run are refused with them).
+Extra arguments are overrides of propensity_csv (val experiments).
 A cross-fitted propensity_csv (`fit=crossfit`) trains on the train and val rows; its val figures are the
 out-of-fold scores it stored for the val rows (each from the fold network that held the row out).
 `--split holdout` reads no test row either: each table is cut to its train and val rows, the val rows
@@ -331,12 +333,13 @@ def run_peer(model: str, split: Split, seed: int, stages: tuple[str, ...]) -> di
 
 def read_adlab_runs(
     paths: list[Path], split: str, datasets: list[str], seeds: list[int]
-) -> dict[tuple[str, int], dict]:
+) -> tuple[dict[tuple[str, int], dict], list[dict]]:
     """propensity_csv's figures per (dataset, seed) from earlier `--json` outputs of this script (a later file's
     run replaces an earlier one's), so that adding a peer to a table does not read the preset's test split
     again; a file that is not such an output, or files that lack a requested dataset and seed, end the script
-    with one line naming them (exit status 2)."""
+    with one line naming them (exit status 2). Also returns each file's path and overrides, for the output."""
     figures: dict[tuple[str, int], dict] = {}
+    sources = []
     for path in paths:
         try:
             stored = json.loads(path.read_text())
@@ -347,12 +350,13 @@ def read_adlab_runs(
                     figures[run["dataset"], int(run["seed"])] = {
                         name: float(run["figures"][name]) for name in METRICS
                     }
+            sources.append({"path": str(path), "overrides": list(stored.get("overrides", []))})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             _bad_adlab_runs(str(path), split, f"{type(error).__name__}: {error}")
     missing = [f"{d} seed {s}" for d in datasets for s in seeds if (d, s) not in figures]
     if missing:
         _bad_adlab_runs(" ".join(map(str, paths)), split, f"no {ADLAB} run for {', '.join(missing)}")
-    return figures
+    return figures, sources
 
 
 def _bad_adlab_runs(named: str, split: str, why: str) -> None:
@@ -471,15 +475,23 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     parser.add_argument("overrides", nargs="*", help=f"extra adlab-train overrides of {ADLAB}")
     args = parser.parse_args()
+    if args.adlab_runs and ADLAB in args.models and args.overrides:
+        # they would not apply: the stored figures are of runs already made
+        print(
+            f"bench_peers: overrides {' '.join(args.overrides)} with --adlab-runs: expected one or the other "
+            f"({ADLAB} is not trained when its figures are read from earlier outputs)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     logging.getLogger("lightning").setLevel(logging.ERROR)
     data_dir = args.data_dir.resolve()
     log_dir = (args.log_dir or Path(tempfile.mkdtemp(prefix="bench_peers-"))).resolve()
     models, unavailable = importable(args.models)
     for model, why in unavailable.items():
         print(f"bench_peers: {model} not run: {why}", file=sys.stderr)
-    stored = (
-        read_adlab_runs(args.adlab_runs, args.split, args.datasets, args.seeds) if args.adlab_runs else None
-    )
+    stored, sources = None, None
+    if args.adlab_runs and ADLAB in args.models:
+        stored, sources = read_adlab_runs(args.adlab_runs, args.split, args.datasets, args.seeds)
     started, runs, cache = time.perf_counter(), [], PeerCache(args.peer_cache)
     # holdout: every model is tested on the val rows of a table cut to its train and val rows
     stage, cached_as = ("test", "{}@holdout") if args.split == "holdout" else (args.split, "{}")
@@ -506,6 +518,7 @@ def main() -> None:
         "split": args.split,
         "seeds": args.seeds,
         "overrides": args.overrides,
+        "adlab_runs": sources,
         "wall_seconds": time.perf_counter() - started,
         "unavailable": unavailable,
         "runs": runs,

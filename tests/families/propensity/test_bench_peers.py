@@ -90,14 +90,16 @@ def test_adlab_runs_are_read_per_dataset_and_seed_a_later_file_winning(bench, tm
     earlier.write_text(json.dumps(_output()))
     later.write_text(json.dumps(_output(seeds=(2,))))
     row = {"average_precision": 0.5, "top20_capture": 0.6, "fit_seconds": 40.0}
-    assert bench.read_adlab_runs([earlier], "test", ["mlc_churn"], [2]) == {
+    figures, sources = bench.read_adlab_runs([earlier], "test", ["mlc_churn"], [2])
+    assert sources == [{"path": str(earlier), "overrides": []}]
+    assert figures == {
         ("mlc_churn", 1): {"auroc": 0.625, **row},
         ("mlc_churn", 2): {"auroc": 0.75, **row},
     }
     data = json.loads(later.read_text())
     data["runs"][0]["figures"]["auroc"] = 0.9
     later.write_text(json.dumps(data))
-    stored = bench.read_adlab_runs([earlier, later], "test", ["mlc_churn"], [1, 2])
+    stored, _ = bench.read_adlab_runs([earlier, later], "test", ["mlc_churn"], [1, 2])
     assert stored[("mlc_churn", 1)]["auroc"] == 0.625 and stored[("mlc_churn", 2)]["auroc"] == 0.9
 
 
@@ -120,3 +122,15 @@ def test_a_bad_adlab_runs_file_ends_in_one_line_naming_it(
     assert ended.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(path) in err and named in err
+
+
+def test_overrides_with_adlab_runs_are_refused_before_any_work(bench, tmp_path, capsys, monkeypatch):
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(_output()))
+    argv = ["bench_peers.py", "fit=plain", "--adlab-runs", str(path), "--data-dir", str(tmp_path / "none")]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as ended:
+        bench.main()
+    assert ended.value.code == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("bench_peers: overrides fit=plain with --adlab-runs: expected one or the other")
