@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -359,7 +359,7 @@ def read_adlab_runs(
     return figures, sources
 
 
-def _bad_adlab_runs(named: str, split: str, why: str) -> None:
+def _bad_adlab_runs(named: str, split: str, why: str) -> NoReturn:
     print(
         f"--adlab-runs {named}: expected this script's --json output with {ADLAB} runs on the {split} split "
         f"of every dataset and seed asked for: {why}",
