@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -59,6 +59,7 @@ from hydra.utils import instantiate  # noqa: E402
 
 from _bench import train_run  # noqa: E402
 from _summary import mean_std_cell, metrics_over_seeds  # noqa: E402
+from adlab.cli import fail  # noqa: E402
 from adlab.data.sources.tabular import read_table  # noqa: E402
 from adlab.harness.checkpoints import load_checkpoint  # noqa: E402
 from adlab.harness.configs import compose  # noqa: E402
@@ -338,6 +339,10 @@ def read_adlab_runs(
     run replaces an earlier one's), so that adding a peer to a table does not read the preset's test split
     again; a file that is not such an output, or files that lack a requested dataset and seed, end the script
     with one line naming them (exit status 2). Also returns each file's path and overrides, for the output."""
+    expected = (
+        f"expected this script's --json output with {ADLAB} runs on the {split} split of every dataset and "
+        "seed asked for"
+    )
     figures: dict[tuple[str, int], dict] = {}
     sources = []
     for path in paths:
@@ -352,20 +357,11 @@ def read_adlab_runs(
                     }
             sources.append({"path": str(path), "overrides": list(stored.get("overrides", []))})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            _bad_adlab_runs(str(path), split, f"{type(error).__name__}: {error}")
+            fail(f"--adlab-runs {path}: {expected}: {type(error).__name__}: {error}")
     missing = [f"{d} seed {s}" for d in datasets for s in seeds if (d, s) not in figures]
     if missing:
-        _bad_adlab_runs(" ".join(map(str, paths)), split, f"no {ADLAB} run for {', '.join(missing)}")
+        fail(f"--adlab-runs {' '.join(map(str, paths))}: {expected}: no {ADLAB} run for {', '.join(missing)}")
     return figures, sources
-
-
-def _bad_adlab_runs(named: str, split: str, why: str) -> NoReturn:
-    print(
-        f"--adlab-runs {named}: expected this script's --json output with {ADLAB} runs on the {split} split "
-        f"of every dataset and seed asked for: {why}",
-        file=sys.stderr,
-    )
-    raise SystemExit(2)
 
 
 class PeerCache:
@@ -477,12 +473,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.adlab_runs and ADLAB in args.models and args.overrides:
         # they would not apply: the stored figures are of runs already made
-        print(
-            f"bench_peers: overrides {' '.join(args.overrides)} with --adlab-runs: expected one or the other "
-            f"({ADLAB} is not trained when its figures are read from earlier outputs)",
-            file=sys.stderr,
+        fail(
+            f"overrides {' '.join(args.overrides)} with --adlab-runs: expected one or the other "
+            f"({ADLAB} is not trained when its figures are read from earlier outputs)"
         )
-        raise SystemExit(2)
     logging.getLogger("lightning").setLevel(logging.ERROR)
     data_dir = args.data_dir.resolve()
     log_dir = (args.log_dir or Path(tempfile.mkdtemp(prefix="bench_peers-"))).resolve()

@@ -37,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 from _bench import train_run  # noqa: E402
+from adlab.cli import fail  # noqa: E402
 
 METRICS = ("ndcg_at_10", "hr_at_10", "mrr", "coverage_at_10", "mean_popularity_at_10")
 BASELINES = ("popularity", "item_knn", "als")
@@ -116,12 +117,10 @@ def read_recbole(path: Path) -> dict:
         recbole = json.loads(path.read_text())
         stored_summary(recbole)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        print(
+        fail(
             f"--recbole {path}: expected scripts/recbole_sasrec.py's JSON (ndcg_at_10, hr_at_10 and "
-            f"runs[seed].fit_seconds per seed): {type(error).__name__}: {error}",
-            file=sys.stderr,
+            f"runs[seed].fit_seconds per seed): {type(error).__name__}: {error}"
         )
-        raise SystemExit(2) from None
     return recbole
 
 

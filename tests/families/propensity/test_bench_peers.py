@@ -133,4 +133,4 @@ def test_overrides_with_adlab_runs_are_refused_before_any_work(bench, tmp_path, 
         bench.main()
     assert ended.value.code == 2
     (err,) = capsys.readouterr().err.strip().splitlines()
-    assert err.startswith("bench_peers: overrides fit=plain with --adlab-runs: expected one or the other")
+    assert err.startswith("adlab: error: overrides fit=plain with --adlab-runs: expected one or the other")

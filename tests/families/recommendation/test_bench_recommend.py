@@ -31,4 +31,4 @@ def test_stored_recbole_figures_are_read_or_refused_in_one_line(bench, tmp_path,
             bench.read_recbole(good)
         assert stop.value.code == 2
         message = capsys.readouterr().err
-        assert message.count("\n") == 1 and message.startswith(f"--recbole {good}: expected")
+        assert message.count("\n") == 1 and message.startswith(f"adlab: error: --recbole {good}: expected")
